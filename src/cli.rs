@@ -1,0 +1,117 @@
+//! Command-line definitions (clap). Each subcommand maps to one function in `commands.rs`.
+
+use clap::{Parser, Subcommand};
+use farsight::eval::Mode;
+use farsight::restore::RestoreKind;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "farsight", version, about = "Recognise people from faces too small for ordinary face recognition")]
+pub struct Cli {
+    /// TOML configuration (see farsight.example.toml); built-in defaults when absent.
+    #[arg(long, global = true, env = "FARSIGHT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Recognise every face in an image or a folder of images: one JSON event per face on stdout.
+    Run {
+        /// Image file or folder (read in name order). Default: the bundled samples/ folder.
+        #[arg(long)]
+        source: Option<PathBuf>,
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+    },
+    /// Add an identity (or more photos of one) to the gallery; each image must show one face.
+    Enroll {
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        #[arg(long)]
+        name: String,
+        /// When an image shows several faces, use the largest instead of refusing the image.
+        #[arg(long)]
+        largest: bool,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// List, remove or rename gallery identities.
+    Gallery {
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        #[command(subcommand)]
+        action: GalleryAction,
+    },
+    /// Show the best gallery candidates for every face in the given images.
+    Identify {
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Verification accuracy on an LFW-layout dataset at several face sizes and restorers.
+    Eval {
+        /// Dataset folder: DIR/<Name>/<Name>_NNNN.jpg.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Pairs file in the LFW View 2 format.
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Folds to evaluate, e.g. 6-10 (default: every fold in the pairs file).
+        #[arg(long)]
+        folds: Option<String>,
+        /// Probe face sizes in pixels.
+        #[arg(long, value_delimiter = ',', default_value = "7,14,28,56,112")]
+        sizes: Vec<u32>,
+        /// Restorers to compare.
+        #[arg(long = "restore", value_delimiter = ',', default_value = "none,bicubic")]
+        restorers: Vec<RestoreKind>,
+        /// crop: degrade the aligned face; frame: shrink the whole image and detect (comma-separated).
+        #[arg(long = "mode", value_delimiter = ',', default_value = "crop")]
+        modes: Vec<Mode>,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write ROC curves as a PNG.
+        #[arg(long)]
+        roc: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Use only the first N genuine and N impostor pairs of each fold (quick checks).
+        #[arg(long)]
+        max_pairs_per_fold: Option<usize>,
+    },
+    /// Per-stage latency and end-to-end throughput, as medians and as ratios to a reference workload.
+    Bench {
+        /// A real photo with a face (default: samples/obama.jpg).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
+    },
+    /// Check the configuration (and that the models load) without running anything.
+    Validate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GalleryAction {
+    /// Identities with their template counts.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an identity and all its templates.
+    Remove { name: String },
+    /// Rename an identity.
+    Rename { from: String, to: String },
+}

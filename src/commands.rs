@@ -1,0 +1,293 @@
+//! One function per subcommand. This is the binary's edge: library errors become `anyhow` errors
+//! with context here, and nowhere else.
+
+use crate::cli::{Cli, Command, GalleryAction};
+use anyhow::{bail, Context, Result};
+use farsight::embed::EmbedderId;
+use farsight::eval::{self, EvalOptions};
+use farsight::gallery::NewTemplate;
+use farsight::recognize::{to_event, Recognizer};
+use farsight::source::images;
+use farsight::{Config, Gallery, OpenMode, Snapshot};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub fn run(cli: Cli) -> Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    match cli.command {
+        Command::Run { source, gallery } => run_images(&config, source, gallery),
+        Command::Enroll { gallery, name, largest, images } => enroll(&config, gallery, &name, largest, &images),
+        Command::Gallery { gallery, action } => gallery_admin(&config, gallery, action),
+        Command::Identify { gallery, images } => identify(&config, gallery, &images),
+        Command::Eval { dataset, pairs, folds, sizes, restorers, modes, json, roc, threads, max_pairs_per_fold } => {
+            let folds = folds.as_deref().map(eval::parse_folds).transpose()?.unwrap_or_default();
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let opts = EvalOptions {
+                dataset,
+                pairs,
+                folds,
+                sizes,
+                restorers,
+                modes,
+                max_pairs_per_fold,
+                threads,
+                progress: !cli.quiet,
+            };
+            evaluate(&config, &opts, json.as_deref(), roc.as_deref())
+        }
+        Command::Bench { image, iterations } => bench(&config, image, iterations),
+        Command::Validate => validate(&config, cli.config.as_deref()),
+    }
+}
+
+fn load_recognizer(config: &Config) -> Result<Recognizer> {
+    Recognizer::load(config).context("loading the models")
+}
+
+fn gallery_path(config: &Config, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| config.gallery.clone())
+}
+
+/// The gallery's snapshot, or an empty one (with a warning) when no gallery exists yet.
+fn snapshot_or_empty(path: &Path, embedder: &EmbedderId) -> Result<Snapshot> {
+    match Gallery::open(path, OpenMode::MustExist, Some(embedder)) {
+        Ok(g) => Ok(g.snapshot()?),
+        Err(farsight::gallery::GalleryError::Missing { .. }) => {
+            log::warn!("gallery {} does not exist yet: every face will be reported unknown", path.display());
+            Ok(Snapshot::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes one line to stdout; a closed pipe (`| head`) ends the command quietly.
+fn emit(out: &mut impl Write, line: &str) -> Result<bool> {
+    match writeln!(out, "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+fn run_images(config: &Config, source: Option<PathBuf>, gallery: Option<PathBuf>) -> Result<()> {
+    let source = source.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples")));
+    if !source.exists() {
+        bail!("source {} does not exist (the bundled samples come from `scripts/fetch-samples.sh`)", source.display());
+    }
+    let files = images::list(&source)?;
+    let rec = load_recognizer(config)?;
+    let snapshot = snapshot_or_empty(&gallery_path(config, gallery), rec.embedder().id())?;
+    log::info!(
+        "{} identities, {} templates; {} images from {}",
+        snapshot.identities(),
+        snapshot.templates(),
+        files.len(),
+        source.display()
+    );
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (mut faces, mut bad) = (0usize, 0usize);
+    for (frame, path) in files.iter().enumerate() {
+        let img = match images::load(path) {
+            Ok(img) => img,
+            Err(e) => {
+                log::warn!("skipping bad image: {e}");
+                bad += 1;
+                continue;
+            }
+        };
+        let observations = match rec.observe(&img) {
+            Ok(o) => o,
+            Err(e) => {
+                log::warn!("skipping {}: {e}", path.display());
+                bad += 1;
+                continue;
+            }
+        };
+        for obs in &observations {
+            let m = &config.matching;
+            let event = to_event(obs, &snapshot, m.threshold, m.top_k, &path.display().to_string(), frame as u64);
+            if !emit(&mut out, &serde_json::to_string(&event)?)? {
+                return Ok(());
+            }
+            faces += 1;
+        }
+    }
+    out.flush().ok();
+    log::info!("{} images, {faces} faces, {bad} bad images skipped", files.len());
+    Ok(())
+}
+
+fn enroll(config: &Config, gallery: Option<PathBuf>, name: &str, largest: bool, paths: &[PathBuf]) -> Result<()> {
+    let path = gallery_path(config, gallery);
+    let rec = load_recognizer(config)?;
+    let id = rec.embedder().id().clone();
+    if path.exists() {
+        // Fail on a foreign or corrupt gallery before spending time on the images.
+        Gallery::open(&path, OpenMode::MustExist, Some(&id))?;
+    }
+    let mut templates = Vec::new();
+    let mut rejected = Vec::new();
+    for p in paths {
+        let img = match images::load(p) {
+            Ok(img) => img,
+            Err(e) => {
+                rejected.push(e.to_string());
+                continue;
+            }
+        };
+        match rec.single_face(&img, largest)? {
+            Ok(obs) => {
+                let r = obs.face.rect;
+                eprintln!(
+                    "{}: using the face at x={:.0} y={:.0} w={:.0} h={:.0} (detector score {:.2})",
+                    p.display(),
+                    r.x,
+                    r.y,
+                    r.w,
+                    r.h,
+                    obs.face.score
+                );
+                templates.push(NewTemplate {
+                    vector: obs.embedding,
+                    source: format!("{} [{:.0},{:.0},{:.0},{:.0}]", p.display(), r.x, r.y, r.w, r.h),
+                    face_px: obs.aligned_px,
+                });
+            }
+            Err(0) => rejected.push(format!("{}: no face found", p.display())),
+            Err(n) => rejected.push(format!("{}: {n} faces found; pass --largest to use the largest", p.display())),
+        }
+    }
+    if !rejected.is_empty() {
+        bail!("nothing enrolled; fix or leave out these images:\n  {}", rejected.join("\n  "));
+    }
+    let mut g = Gallery::open(&path, OpenMode::CreateIfMissing, Some(&id))?;
+    let new = g.enroll(name, &id, &templates)?;
+    eprintln!(
+        "{} {name:?}: {} template(s) added to {}",
+        if new { "enrolled" } else { "updated" },
+        templates.len(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn gallery_admin(config: &Config, gallery: Option<PathBuf>, action: GalleryAction) -> Result<()> {
+    let path = gallery_path(config, gallery);
+    let mut g = Gallery::open(&path, OpenMode::MustExist, None)?;
+    match action {
+        GalleryAction::List { json } => {
+            let list = g.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<40} {:>9}  embedder", "identity", "templates");
+                for i in &list {
+                    println!("{:<40} {:>9}  {}", i.name, i.templates, i.embedders.join(","));
+                }
+                eprintln!("{} identities in {}", list.len(), path.display());
+            }
+        }
+        GalleryAction::Remove { name } => {
+            g.remove(&name)?;
+            eprintln!("removed {name:?}");
+        }
+        GalleryAction::Rename { from, to } => {
+            g.rename(&from, &to)?;
+            eprintln!("renamed {from:?} to {to:?}");
+        }
+    }
+    Ok(())
+}
+
+fn identify(config: &Config, gallery: Option<PathBuf>, paths: &[PathBuf]) -> Result<()> {
+    let rec = load_recognizer(config)?;
+    let path = gallery_path(config, gallery);
+    let g = Gallery::open(&path, OpenMode::MustExist, Some(rec.embedder().id()))?;
+    let snapshot = g.snapshot()?;
+    let m = &config.matching;
+    let mut failures = 0;
+    for p in paths {
+        let observations = match images::load(p).map_err(anyhow::Error::from).and_then(|img| Ok(rec.observe(&img)?)) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("{}: {e:#}", p.display());
+                failures += 1;
+                continue;
+            }
+        };
+        if observations.is_empty() {
+            println!("{}: no face found", p.display());
+        }
+        for (i, obs) in observations.iter().enumerate() {
+            let e = to_event(obs, &snapshot, m.threshold, m.top_k, &p.display().to_string(), 0);
+            let cands: Vec<String> = e.candidates.iter().map(|c| format!("{} {:.3}", c.name, c.score)).collect();
+            println!(
+                "{}: face {} ({:.0} px{}): {} | candidates: {}",
+                p.display(),
+                i + 1,
+                e.face_px,
+                if e.restored { ", restored" } else { "" },
+                e.identity,
+                if cands.is_empty() { "none (empty gallery)".to_owned() } else { cands.join(", ") }
+            );
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} of {} images could not be read", paths.len());
+    }
+    Ok(())
+}
+
+fn evaluate(config: &Config, opts: &EvalOptions, json: Option<&Path>, roc: Option<&Path>) -> Result<()> {
+    let rec = load_recognizer(config)?;
+    let started = std::time::Instant::now();
+    let report = eval::run(&rec, opts)?;
+    print!("{}", eval::format_table(&report));
+    eprintln!("evaluated in {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(p) = json {
+        eval::write_json(&report, p)?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = roc {
+        eval::write_roc(&report, p)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<()> {
+    let image = image.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/obama.jpg")));
+    let photo =
+        images::load(&image).with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
+    let rec = load_recognizer(config)?;
+    let report = farsight::bench::run(&rec, &photo, iterations)?;
+    println!("{:<36} {:>10} {:>10} {:>12}", "stage", "median ms", "p90 ms", "x reference");
+    for s in &report.stages {
+        println!("{:<36} {:>10.2} {:>10.2} {:>12.2}", s.stage, s.median_ms, s.p90_ms, s.ratio_to_reference);
+    }
+    println!(
+        "reference workload (192^3 f32 matmul) median {:.2} ms; end to end {:.2} images/s; {} iterations",
+        report.reference_median_ms, report.end_to_end_images_per_s, report.iterations
+    );
+    Ok(())
+}
+
+fn validate(config: &Config, path: Option<&Path>) -> Result<()> {
+    let rec = load_recognizer(config)?;
+    let gallery = &config.gallery;
+    if gallery.exists() {
+        let g = Gallery::open(gallery, OpenMode::MustExist, Some(rec.embedder().id()))?;
+        eprintln!("gallery {}: {} identities", gallery.display(), g.list()?.len());
+    } else {
+        eprintln!("gallery {} does not exist yet (created by the first enroll)", gallery.display());
+    }
+    eprintln!(
+        "{}: OK (models load, settings valid)",
+        path.map_or("built-in default config".into(), |p| p.display().to_string())
+    );
+    Ok(())
+}

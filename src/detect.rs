@@ -1,0 +1,331 @@
+//! Face detection: letterboxes a frame into the detector's input, runs the model, decodes boxes and
+//! the five landmarks back into frame coordinates, and suppresses overlaps (NaN-safe NMS).
+//! Two detectors ship (see `models/MODELS.md`): CenterFace (default: best on 12-25 px faces, most
+//! accurate landmarks) and RetinaFace-MobileNet0.25 (about 3x faster, misses the smallest faces
+//! unless the frame is upscaled).
+
+use crate::geometry::{Landmarks, Letterbox, Point, Rect};
+use crate::model::{ModelError, ModelFile, Plan};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Which detector model to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    /// CenterFace (`models/centerface.onnx`): RGB 0..255, outputs at 1/4 resolution.
+    Centerface,
+    /// RetinaFace-MobileNet0.25 (`models/retinaface-mnet025.onnx`): BGR minus mean, prior boxes.
+    Retinaface,
+}
+
+impl DetectorKind {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            DetectorKind::Centerface => "centerface.onnx",
+            DetectorKind::Retinaface => "retinaface-mnet025.onnx",
+        }
+    }
+}
+
+/// Detector settings; see `config.rs` for the defaults and their reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    pub kind: DetectorKind,
+    /// Minimum detector confidence for a face.
+    pub score_threshold: f32,
+    /// Boxes overlapping a better one by more than this IoU are dropped.
+    pub nms_iou: f32,
+    /// Frames are shrunk so their longer side is at most this many pixels before detection.
+    pub max_side: u32,
+    /// Extra magnification applied before detection (2.0 helps RetinaFace find 12-16 px faces).
+    pub upscale: f32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self { kind: DetectorKind::Centerface, score_threshold: 0.5, nms_iou: 0.3, max_side: 1280, upscale: 1.0 }
+    }
+}
+
+/// A detected face in frame coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Face {
+    #[serde(rename = "box")]
+    pub rect: Rect,
+    pub score: f32,
+    pub landmarks: Landmarks,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("detector model {path}: unexpected output layout: {what}")]
+    Layout { path: String, what: String },
+    #[error("frame of {0}x{1} pixels is empty")]
+    EmptyFrame(u32, u32),
+}
+
+/// A loaded detector. Plans are made per input size on first use and cached; share it behind an
+/// `Arc` between threads.
+pub struct Detector {
+    config: DetectorConfig,
+    file: ModelFile,
+    plans: Mutex<HashMap<(u32, u32), Plan>>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector").field("config", &self.config).field("file", &self.file).finish()
+    }
+}
+
+const STRIDE: u32 = 32;
+
+impl Detector {
+    /// Loads the configured detector from `models_dir` and checks it on a 640x480 input, so a
+    /// wrong or corrupt file fails here, at start, not on the first frame.
+    pub fn load(models_dir: &Path, config: DetectorConfig) -> Result<Self, DetectError> {
+        let file = ModelFile::load(&models_dir.join(config.kind.file_name()))?;
+        let det = Self { config, file, plans: Mutex::new(HashMap::new()) };
+        let probe = RgbImage::new(640, 480);
+        det.detect(&probe)?;
+        Ok(det)
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// sha256 of the detector's model file.
+    pub fn sha256(&self) -> &str {
+        self.file.sha256()
+    }
+
+    /// The model input size used for a frame of `w` x `h`: the frame scaled by
+    /// `upscale * min(1, max_side / longer side)`, rounded up to a multiple of 32.
+    pub fn input_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let s = self.scale_for(w, h);
+        let up = |v: u32| (((v as f32 * s).round() as u32).max(1)).div_ceil(STRIDE) * STRIDE;
+        (up(w), up(h))
+    }
+
+    fn scale_for(&self, w: u32, h: u32) -> f32 {
+        let long = w.max(h).max(1) as f32;
+        self.config.upscale * (self.config.max_side as f32 / long).min(1.0)
+    }
+
+    fn plan_for(&self, w: u32, h: u32) -> Result<Plan, DetectError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(p) = plans.get(&(w, h)) {
+            return Ok(p.clone());
+        }
+        let plan = self.file.plan(&[1, 3, h as usize, w as usize])?;
+        plans.insert((w, h), plan.clone());
+        Ok(plan)
+    }
+
+    /// Detects faces in `frame`, best first.
+    pub fn detect(&self, frame: &RgbImage) -> Result<Vec<Face>, DetectError> {
+        let (fw, fh) = frame.dimensions();
+        if fw == 0 || fh == 0 {
+            return Err(DetectError::EmptyFrame(fw, fh));
+        }
+        let (iw, ih) = self.input_size(fw, fh);
+        // Scale exactly as planned and pad up to the stride multiple (no needless resampling).
+        let lb = Letterbox::with_scale(fw, fh, self.scale_for(fw, fh), iw, ih);
+        let input = self.preprocess(frame, &lb, iw, ih);
+        let plan = self.plan_for(iw, ih)?;
+        let outputs = plan.run(input)?;
+        let path = self.file.path().display().to_string();
+        let mut faces = match self.config.kind {
+            DetectorKind::Centerface => decode_centerface(&outputs, self.config.score_threshold, iw, ih),
+            DetectorKind::Retinaface => decode_retinaface(&outputs, self.config.score_threshold, iw, ih),
+        }
+        .map_err(|what| DetectError::Layout { path, what })?;
+        for f in &mut faces {
+            f.rect = lb.rect_to_frame(f.rect);
+            for p in &mut f.landmarks {
+                *p = lb.to_frame(*p);
+            }
+        }
+        Ok(nms(faces, self.config.nms_iou))
+    }
+
+    /// Letterboxes the frame into an NCHW f32 tensor with the detector's normalisation.
+    fn preprocess(&self, frame: &RgbImage, lb: &Letterbox, iw: u32, ih: u32) -> Vec<f32> {
+        let scaled;
+        let inner = if (lb.inner_w, lb.inner_h) == frame.dimensions() {
+            frame
+        } else {
+            scaled = image::imageops::resize(frame, lb.inner_w, lb.inner_h, image::imageops::FilterType::Triangle);
+            &scaled
+        };
+        // CenterFace takes RGB 0..255; RetinaFace takes BGR minus the Caffe means (pads then sit at 0).
+        let (order, mean): ([usize; 3], [f32; 3]) = match self.config.kind {
+            DetectorKind::Centerface => ([0, 1, 2], [0.0; 3]),
+            DetectorKind::Retinaface => ([2, 1, 0], [104.0, 117.0, 123.0]),
+        };
+        let plane = (iw * ih) as usize;
+        let mut data = vec![0f32; 3 * plane];
+        let (px, py) = (lb.pad_x as u32, lb.pad_y as u32);
+        for (x, y, p) in inner.enumerate_pixels() {
+            let idx = ((y + py) * iw + (x + px)) as usize;
+            for c in 0..3 {
+                data[c * plane + idx] = p.0[order[c]] as f32 - mean[c];
+            }
+        }
+        data
+    }
+}
+
+/// Greedy non-maximum suppression, best score first. Faces with a NaN or infinite score are
+/// dropped (a NaN must never panic a sort or survive as a detection).
+pub fn nms(mut faces: Vec<Face>, iou: f32) -> Vec<Face> {
+    faces.retain(|f| f.score.is_finite());
+    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Face> = Vec::with_capacity(faces.len());
+    for f in faces {
+        if kept.iter().all(|k| k.rect.iou(&f.rect) <= iou) {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
+fn expect_shape(o: &crate::model::Output, want: &[usize], name: &str) -> Result<(), String> {
+    if o.shape != want {
+        return Err(format!("{name} has shape {:?}, expected {want:?}", o.shape));
+    }
+    Ok(())
+}
+
+/// CenterFace outputs, all at 1/4 of the input: heatmap [1,1,h,w], scale [1,2,h,w] (log of
+/// height/4, width/4), offset [1,2,h,w] (y, x), landmarks [1,10,h,w] ((y, x) per point, relative
+/// to the box's top-left in units of the box size).
+fn decode_centerface(outputs: &[crate::model::Output], thr: f32, iw: u32, ih: u32) -> Result<Vec<Face>, String> {
+    let [heat, scale, offset, lms] = outputs else {
+        return Err(format!("{} outputs, expected 4 (heatmap, scale, offset, landmarks)", outputs.len()));
+    };
+    let (h, w) = ((ih / 4) as usize, (iw / 4) as usize);
+    expect_shape(heat, &[1, 1, h, w], "heatmap")?;
+    expect_shape(scale, &[1, 2, h, w], "scale")?;
+    expect_shape(offset, &[1, 2, h, w], "offset")?;
+    expect_shape(lms, &[1, 10, h, w], "landmarks")?;
+    let plane = h * w;
+    let (iwf, ihf) = (iw as f32, ih as f32);
+    let mut faces = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let score = heat.data[i];
+            if !(score > thr) {
+                continue; // also skips NaN
+            }
+            let bh = scale.data[i].exp() * 4.0;
+            let bw = scale.data[plane + i].exp() * 4.0;
+            let x1 = ((x as f32 + offset.data[plane + i] + 0.5) * 4.0 - bw / 2.0).clamp(0.0, iwf);
+            let y1 = ((y as f32 + offset.data[i] + 0.5) * 4.0 - bh / 2.0).clamp(0.0, ihf);
+            let rect = Rect::from_corners(x1, y1, (x1 + bw).min(iwf), (y1 + bh).min(ihf));
+            let mut landmarks = [Point::default(); 5];
+            for (j, p) in landmarks.iter_mut().enumerate() {
+                p.y = lms.data[(2 * j) * plane + i] * bh + y1;
+                p.x = lms.data[(2 * j + 1) * plane + i] * bw + x1;
+            }
+            faces.push(Face { rect, score, landmarks });
+        }
+    }
+    Ok(faces)
+}
+
+/// RetinaFace (Pytorch_Retinaface layout): loc [1,N,4], conf [1,N,2] (softmaxed), landmarks
+/// [1,N,10], against prior boxes over strides 8/16/32 with min sizes 16,32 / 64,128 / 256,512 and
+/// variances 0.1 / 0.2.
+fn decode_retinaface(outputs: &[crate::model::Output], thr: f32, iw: u32, ih: u32) -> Result<Vec<Face>, String> {
+    let [loc, conf, lms] = outputs else {
+        return Err(format!("{} outputs, expected 3 (loc, conf, landmarks)", outputs.len()));
+    };
+    let priors = retinaface_priors(iw, ih);
+    let n = priors.len();
+    expect_shape(loc, &[1, n, 4], "loc")?;
+    expect_shape(conf, &[1, n, 2], "conf")?;
+    expect_shape(lms, &[1, n, 10], "landmarks")?;
+    let (iwf, ihf) = (iw as f32, ih as f32);
+    let mut faces = Vec::new();
+    for (k, p) in priors.iter().enumerate() {
+        let score = conf.data[2 * k + 1];
+        if !(score > thr) {
+            continue;
+        }
+        let l = &loc.data[4 * k..4 * k + 4];
+        let cx = p[0] + l[0] * 0.1 * p[2];
+        let cy = p[1] + l[1] * 0.1 * p[3];
+        let bw = p[2] * (l[2] * 0.2).exp();
+        let bh = p[3] * (l[3] * 0.2).exp();
+        let rect = Rect::from_corners(
+            (cx - bw / 2.0) * iwf,
+            (cy - bh / 2.0) * ihf,
+            (cx + bw / 2.0) * iwf,
+            (cy + bh / 2.0) * ihf,
+        );
+        let mut landmarks = [Point::default(); 5];
+        for (j, q) in landmarks.iter_mut().enumerate() {
+            q.x = (p[0] + lms.data[10 * k + 2 * j] * 0.1 * p[2]) * iwf;
+            q.y = (p[1] + lms.data[10 * k + 2 * j + 1] * 0.1 * p[3]) * ihf;
+        }
+        faces.push(Face { rect, score, landmarks });
+    }
+    Ok(faces)
+}
+
+/// Prior boxes (cx, cy, w, h), normalised to the input size, in the model's output order.
+fn retinaface_priors(iw: u32, ih: u32) -> Vec<[f32; 4]> {
+    let mut priors = Vec::new();
+    for (step, sizes) in [(8u32, [16.0f32, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])] {
+        let (fh, fw) = (ih.div_ceil(step), iw.div_ceil(step));
+        for i in 0..fh {
+            for j in 0..fw {
+                for s in sizes {
+                    let cx = (j as f32 + 0.5) * step as f32 / iw as f32;
+                    let cy = (i as f32 + 0.5) * step as f32 / ih as f32;
+                    priors.push([cx, cy, s / iw as f32, s / ih as f32]);
+                }
+            }
+        }
+    }
+    priors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face(x: f32, score: f32) -> Face {
+        Face { rect: Rect { x, y: 0.0, w: 10.0, h: 10.0 }, score, landmarks: [Point::default(); 5] }
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_overlapping_boxes() {
+        let kept = nms(vec![face(0.0, 0.6), face(1.0, 0.9), face(50.0, 0.7)], 0.3);
+        let scores: Vec<f32> = kept.iter().map(|f| f.score).collect();
+        assert_eq!(scores, vec![0.9, 0.7]);
+    }
+
+    #[test]
+    fn nms_with_nan_scores_neither_panics_nor_keeps_them() {
+        let kept = nms(vec![face(0.0, f32::NAN), face(1.0, 0.8), face(30.0, f32::NAN), face(60.0, f32::INFINITY)], 0.3);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].score, 0.8);
+    }
+
+    #[test]
+    fn retinaface_prior_count_matches_strides() {
+        // 640x480: (80*60 + 40*30 + 20*15) cells, two anchors each.
+        assert_eq!(retinaface_priors(640, 480).len(), 2 * (4800 + 1200 + 300));
+    }
+}

@@ -1,0 +1,351 @@
+//! `farsight eval`: the face-verification protocol on any dataset in the LFW layout. For every
+//! pair, the first image is the *probe* (degraded to N px, then restored) and the second the
+//! *reference* (full resolution, as an enrolled gallery photo would be): the question is whether a
+//! tiny face can be matched against a good photo. Each (mode, size, restorer) row reports d',
+//! ROC AUC, LFW-style accuracy (threshold chosen on the other folds), TAR at FAR=1e-3 and how
+//! often the detector missed the face.
+
+pub mod metrics;
+mod pairs;
+mod probe;
+pub mod roc_plot;
+
+pub use pairs::{parse_folds, read as read_pairs, ImageRef, Pair, PairsError};
+
+use crate::recognize::{RecognizeError, Recognizer};
+use crate::restore::RestoreKind;
+use crate::source::images;
+use metrics::{RocPoint, ScoredPair};
+use probe::{ImageResult, LabelledFace, Variant};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// How low resolution is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Downsample the aligned 112x112 face to N x N (antialiased), restore back to 112.
+    Crop,
+    /// Shrink the whole image so the face box is N px wide and run the real detector on it.
+    Frame,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Crop => "crop",
+            Mode::Frame => "frame",
+        }
+    }
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub dataset: PathBuf,
+    pub pairs: PathBuf,
+    /// 1-based folds; empty means every fold of the pairs file.
+    pub folds: Vec<usize>,
+    pub sizes: Vec<u32>,
+    pub restorers: Vec<RestoreKind>,
+    pub modes: Vec<Mode>,
+    /// Use only the first N genuine and N impostor pairs of each fold (quick runs).
+    pub max_pairs_per_fold: Option<usize>,
+    pub threads: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// One row of the report. The names of these fields are a published contract (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub mode: Mode,
+    pub size: u32,
+    pub restore: RestoreKind,
+    pub d_prime: Option<f64>,
+    pub auc: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub accuracy_std: Option<f64>,
+    #[serde(rename = "tar_at_far_1e-3")]
+    pub tar_at_far_1e_3: Option<f64>,
+    pub pairs: usize,
+    pub genuine_mean: Option<f64>,
+    pub impostor_mean: Option<f64>,
+    /// Probe images whose face the detector did not find (at full resolution in crop mode, in the
+    /// shrunk frame in frame mode); see `miss_policy`.
+    pub detector_misses: usize,
+    pub probe_images: usize,
+    #[serde(skip)]
+    pub roc: Vec<RocPoint>,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dataset: PathBuf,
+    pub pairs_file: PathBuf,
+    pub folds: Vec<usize>,
+    pub protocol: &'static str,
+    pub miss_policy: &'static str,
+    pub detector: String,
+    pub embedder: String,
+    /// Images of the selected pairs whose labelled face the detector missed at full resolution.
+    pub full_resolution_misses: usize,
+    /// Pairs skipped because an image could not be read or embedded.
+    pub pairs_skipped: usize,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Pairs(#[from] PairsError),
+    #[error("dataset folder {0} does not exist (expected the LFW layout: DIR/<Name>/<Name>_NNNN.jpg)")]
+    NoDataset(PathBuf),
+    #[error("no pairs selected: check --folds against the pairs file")]
+    NoPairs,
+    #[error("the detector found no face in any of the {0} images: wrong dataset or detector settings")]
+    NothingDetected(usize),
+    #[error("{failed} of {total} images could not be read: first error: {first}")]
+    TooManyFailures { failed: usize, total: usize, first: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot encode the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Plot(#[from] roc_plot::PlotError),
+}
+
+/// Runs the evaluation.
+pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
+    if !opts.dataset.is_dir() {
+        return Err(EvalError::NoDataset(opts.dataset.clone()));
+    }
+    let all = pairs::read(&opts.pairs)?;
+    let folds: Vec<usize> = if opts.folds.is_empty() {
+        all.iter().map(|p| p.fold).collect::<BTreeSet<_>>().into_iter().collect()
+    } else {
+        opts.folds.clone()
+    };
+    let mut selected = pairs::select(all, &folds)?;
+    if let Some(n) = opts.max_pairs_per_fold {
+        let mut seen: HashMap<(usize, bool), usize> = HashMap::new();
+        selected.retain(|p| {
+            let c = seen.entry((p.fold, p.genuine)).or_default();
+            *c += 1;
+            *c <= n
+        });
+    }
+    if selected.is_empty() {
+        return Err(EvalError::NoPairs);
+    }
+    let probes: BTreeSet<ImageRef> = selected.iter().map(|p| p.first.clone()).collect();
+    let references: BTreeSet<ImageRef> = selected.iter().map(|p| p.second.clone()).collect();
+    let images: Vec<ImageRef> = probes.union(&references).cloned().collect();
+
+    // Pass 1: find the labelled face of every image at full resolution.
+    let located = parallel(opts, "locating faces", &images, |img| locate(rec, &img.path(&opts.dataset)))?;
+    let found: Vec<(LabelledFace, u32, u32)> =
+        located.values().filter_map(|r| r.as_ref().ok()).filter(|(f, _, _)| f.detected).copied().collect();
+    let mean = probe::mean_face(&found).ok_or(EvalError::NothingDetected(images.len()))?;
+    let full_resolution_misses = located.values().filter(|r| matches!(r, Ok((f, _, _)) if !f.detected)).count();
+
+    // Pass 2: embed references and probe variants.
+    let variants: Vec<(Mode, u32)> = opts.modes.iter().flat_map(|&m| opts.sizes.iter().map(move |&s| (m, s))).collect();
+    let results = parallel(opts, "embedding", &images, |img| {
+        let (face, w, h) = match located.get(img) {
+            Some(Ok(l)) => *l,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err("not located".to_owned()),
+        };
+        let face = if face.detected { face } else { probe::fallback_face(&mean, w, h) };
+        let frame = images::load(&img.path(&opts.dataset)).map_err(|e| e.to_string())?;
+        let probe_variants: &[(Mode, u32)] = if probes.contains(img) { &variants } else { &[] };
+        probe::process(rec, &frame, &face, references.contains(img), probe_variants, &opts.restorers)
+            .map_err(|e: RecognizeError| format!("{}: {e}", img.path(&opts.dataset).display()))
+    })?;
+
+    let failed: Vec<&String> = results.values().filter_map(|r| r.as_ref().err()).collect();
+    if failed.len() * 100 > images.len() {
+        return Err(EvalError::TooManyFailures { failed: failed.len(), total: images.len(), first: failed[0].clone() });
+    }
+    for e in &failed {
+        log::warn!("skipped: {e}");
+    }
+    let ok: HashMap<&ImageRef, &ImageResult> =
+        results.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k, v))).collect();
+    let pairs_skipped = selected.iter().filter(|p| !ok.contains_key(&p.first) || !ok.contains_key(&p.second)).count();
+
+    let mut rows = Vec::new();
+    for &(mode, size) in &variants {
+        for &restore in &opts.restorers {
+            let key = Variant { mode, size, restore };
+            let scored: Vec<ScoredPair> = selected
+                .iter()
+                .filter_map(|p| {
+                    let a = ok.get(&p.first)?.variants.get(&key)?;
+                    let b = ok.get(&p.second)?.reference.as_ref()?;
+                    Some(ScoredPair { fold: p.fold, genuine: p.genuine, score: crate::embed::cosine(a, b) as f64 })
+                })
+                .collect();
+            let misses = probes
+                .iter()
+                .filter(|img| match (mode, ok.get(img)) {
+                    (Mode::Frame, Some(r)) => r.misses.contains(&(mode, size)),
+                    (Mode::Crop, Some(_)) => matches!(located.get(*img), Some(Ok((f, _, _))) if !f.detected),
+                    _ => false,
+                })
+                .count();
+            rows.push(score_row(mode, size, restore, &scored, misses, probes.len()));
+        }
+    }
+    Ok(Report {
+        dataset: opts.dataset.clone(),
+        pairs_file: opts.pairs.clone(),
+        folds,
+        protocol:
+            "probe = first image of each pair, degraded then restored; reference = second image at full resolution",
+        miss_policy: "a face the detector misses is aligned from where it is known to be (full-resolution landmarks \
+                      scaled down in frame mode; the dataset's mean face position in crop mode) and still scored",
+        detector: format!("{:?} (sha256 {})", rec.detector().config().kind, &rec.detector().sha256()[..12]),
+        embedder: format!("{} (sha256 {})", rec.embedder().id().name, &rec.embedder().id().sha256[..12]),
+        full_resolution_misses,
+        pairs_skipped,
+        rows,
+    })
+}
+
+fn score_row(mode: Mode, size: u32, restore: RestoreKind, scored: &[ScoredPair], misses: usize, probes: usize) -> Row {
+    let genuine: Vec<f64> = scored.iter().filter(|p| p.genuine).map(|p| p.score).collect();
+    let impostor: Vec<f64> = scored.iter().filter(|p| !p.genuine).map(|p| p.score).collect();
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let acc = metrics::lfw_accuracy(scored);
+    Row {
+        mode,
+        size,
+        restore,
+        d_prime: metrics::d_prime(&genuine, &impostor),
+        auc: metrics::roc_auc(&genuine, &impostor),
+        accuracy: acc.as_ref().map(|a| a.mean),
+        accuracy_std: acc.as_ref().map(|a| a.std),
+        tar_at_far_1e_3: metrics::tar_at_far(&genuine, &impostor, 1e-3),
+        pairs: scored.len(),
+        genuine_mean: mean(&genuine),
+        impostor_mean: mean(&impostor),
+        detector_misses: misses,
+        probe_images: probes,
+        roc: metrics::roc_curve(&genuine, &impostor),
+    }
+}
+
+/// Loads an image and finds its labelled face; returns the face (or a not-detected marker) and
+/// the image size.
+fn locate(rec: &Recognizer, path: &Path) -> Result<(LabelledFace, u32, u32), String> {
+    let img = images::load(path).map_err(|e| e.to_string())?;
+    let (w, h) = img.dimensions();
+    let faces = rec.detector().detect(&img).map_err(|e| format!("{}: {e}", path.display()))?;
+    let face = match probe::pick_centre_face(&faces, w, h) {
+        Some(f) => LabelledFace { landmarks: f.landmarks, rect: f.rect, detected: true },
+        None => LabelledFace { landmarks: Default::default(), rect: Default::default(), detected: false },
+    };
+    Ok((face, w, h))
+}
+
+/// Runs `work` over `items` on `opts.threads` threads with a progress bar; per-item failures are
+/// kept as `Err(message)`, never stop the run.
+fn parallel<T, F>(
+    opts: &EvalOptions,
+    what: &str,
+    items: &[ImageRef],
+    work: F,
+) -> Result<HashMap<ImageRef, Result<T, String>>, EvalError>
+where
+    T: Send,
+    F: Fn(&ImageRef) -> Result<T, String> + Sync,
+{
+    let bar =
+        if opts.progress { indicatif::ProgressBar::new(items.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(HashMap::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = work(item);
+                out.lock().unwrap_or_else(|p| p.into_inner()).insert(item.clone(), r);
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    Ok(out.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The report as a fixed-width table for the terminal.
+pub fn format_table(report: &Report) -> String {
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    let mut s = format!(
+        "{:<6} {:>4} {:<8} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
+        "mode", "px", "restore", "pairs", "d'", "AUC", "accuracy", "TAR@1e-3", "det.miss"
+    );
+    for r in &report.rows {
+        let acc = match (r.accuracy, r.accuracy_std) {
+            (Some(a), Some(sd)) => format!("{a:.4}±{sd:.4}"),
+            _ => "-".to_owned(),
+        };
+        s.push_str(&format!(
+            "{:<6} {:>4} {:<8} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
+            r.mode.name(),
+            r.size,
+            r.restore.name(),
+            r.pairs,
+            f(r.d_prime),
+            f(r.auc),
+            acc,
+            f(r.tar_at_far_1e_3),
+            format!("{}/{}", r.detector_misses, r.probe_images)
+        ));
+    }
+    s.push_str(&format!(
+        "full-resolution detector misses: {} (aligned at the dataset's mean face position); pairs skipped: {}\n",
+        report.full_resolution_misses, report.pairs_skipped
+    ));
+    s
+}
+
+/// Writes the report as JSON (`{"rows": [...], ...}`).
+pub fn write_json(report: &Report, path: &Path) -> Result<(), EvalError> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").map_err(|source| EvalError::Write { path: path.to_owned(), source })
+}
+
+/// Writes every row's ROC curve into one PNG.
+pub fn write_roc(report: &Report, path: &Path) -> Result<(), EvalError> {
+    let curves: Vec<roc_plot::Curve> = report
+        .rows
+        .iter()
+        .map(|r| roc_plot::Curve {
+            label: format!(
+                "{} {}px {} (AUC {:.3})",
+                r.mode.name(),
+                r.size,
+                r.restore.name(),
+                r.auc.unwrap_or(f64::NAN)
+            ),
+            points: &r.roc,
+        })
+        .collect();
+    let folds: Vec<String> = report.folds.iter().map(|f| f.to_string()).collect();
+    let title = format!("farsight verification ROC, folds {}", folds.join(","));
+    Ok(roc_plot::write_roc_png(path, &title, &curves)?)
+}

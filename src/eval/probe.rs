@@ -1,0 +1,213 @@
+//! The per-image work of an evaluation: find the labelled face in a full-resolution dataset image,
+//! embed it at full quality (reference side), and embed the degraded versions of it (probe side):
+//! `crop` mode degrades the aligned 112x112 face, `frame` mode shrinks the whole image and runs
+//! the real detector on it, as a camera would see it.
+
+use super::Mode;
+use crate::align::{downsample, Alignment, ALIGNED_SIZE};
+use crate::detect::Face;
+use crate::embed::Embedding;
+use crate::geometry::{Landmarks, Point, Rect};
+use crate::recognize::{RecognizeError, Recognizer};
+use crate::restore::{self, RestoreKind};
+use image::{imageops::FilterType, RgbImage};
+use std::collections::HashMap;
+
+/// Frames smaller than this are placed on a black canvas of this size before detection, so the
+/// detector sees a face in a scene rather than a face filling a 32x32 input.
+const MIN_CANVAS: u32 = 128;
+
+/// Which degraded version of a probe an embedding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub mode: Mode,
+    pub size: u32,
+    pub restore: RestoreKind,
+}
+
+/// The labelled face of a full-resolution image: what the detector found, or (on a miss) where
+/// the average face of the dataset sits.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelledFace {
+    pub landmarks: Landmarks,
+    pub rect: Rect,
+    pub detected: bool,
+}
+
+/// Everything computed for one image.
+#[derive(Debug, Default)]
+pub struct ImageResult {
+    pub reference: Option<Embedding>,
+    pub variants: HashMap<Variant, Embedding>,
+    /// (mode, size) combinations where the detector missed the shrunk face.
+    pub misses: Vec<(Mode, u32)>,
+}
+
+/// Picks the labelled face among detections in a full-resolution image: the one whose centre is
+/// nearest the image centre among faces at least 15% of the image's shorter side (LFW centres
+/// the labelled face; background faces are small).
+pub fn pick_centre_face(faces: &[Face], w: u32, h: u32) -> Option<Face> {
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    let min_w = 0.15 * w.min(h) as f32;
+    let dist = |f: &Face| {
+        let (fx, fy) = (f.rect.x + f.rect.w / 2.0, f.rect.y + f.rect.h / 2.0);
+        (fx - cx).powi(2) + (fy - cy).powi(2)
+    };
+    let big: Vec<&Face> = faces.iter().filter(|f| f.rect.w >= min_w).collect();
+    let pool: Vec<&Face> = if big.is_empty() { faces.iter().collect() } else { big };
+    pool.into_iter().min_by(|a, b| dist(a).total_cmp(&dist(b))).copied()
+}
+
+/// Computes the reference embedding and/or the probe variants of one image.
+pub fn process(
+    rec: &Recognizer,
+    img: &RgbImage,
+    face: &LabelledFace,
+    want_reference: bool,
+    probe_variants: &[(Mode, u32)],
+    restorers: &[RestoreKind],
+) -> Result<ImageResult, RecognizeError> {
+    let mut out = ImageResult::default();
+    let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
+    let aligned = alignment.warp(img, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?;
+    let full = rec.embedder().embed(&aligned)?;
+    if want_reference {
+        out.reference = Some(full.clone());
+    }
+    for &(mode, size) in probe_variants {
+        match mode {
+            Mode::Crop => {
+                if size >= ALIGNED_SIZE {
+                    for &r in restorers {
+                        out.variants.insert(Variant { mode, size, restore: r }, full.clone());
+                    }
+                    continue;
+                }
+                let low = downsample(&aligned, size);
+                for &r in restorers {
+                    let restored = restore::build(r).restore(&low)?;
+                    out.variants.insert(Variant { mode, size, restore: r }, rec.embedder().embed(&restored)?);
+                }
+            }
+            Mode::Frame => {
+                let (found, shrunk_alignment) = shrink_and_detect(rec, img, face, size)?;
+                if !found {
+                    out.misses.push((mode, size));
+                }
+                let (shrunk_img, al) = shrunk_alignment;
+                for &r in restorers {
+                    let restorer = restore::build(r);
+                    let (face112, _) = rec.aligned_face(&shrunk_img, &al, restorer.as_ref())?;
+                    out.variants.insert(Variant { mode, size, restore: r }, rec.embedder().embed(&face112)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Shrinks `img` so the labelled face's box is `size` px wide (never enlarges), detects faces in
+/// it, and returns whether the labelled face was found plus the frame and alignment to use: the
+/// detector's landmarks when found, else the full-resolution landmarks scaled down (a miss).
+#[allow(clippy::type_complexity)]
+fn shrink_and_detect(
+    rec: &Recognizer,
+    img: &RgbImage,
+    face: &LabelledFace,
+    size: u32,
+) -> Result<(bool, (RgbImage, Alignment)), RecognizeError> {
+    let s = (size as f32 / face.rect.w.max(1.0)).min(1.0);
+    let (w, h) = img.dimensions();
+    let (sw, sh) = (((w as f32 * s).round() as u32).max(1), ((h as f32 * s).round() as u32).max(1));
+    // image's resize widens its filter by the shrink ratio: an antialiased downsample.
+    let shrunk = if s < 1.0 { image::imageops::resize(img, sw, sh, FilterType::Triangle) } else { img.clone() };
+    let (cw, ch) = (sw.max(MIN_CANVAS), sh.max(MIN_CANVAS));
+    let (ox, oy) = ((cw - sw) / 2, (ch - sh) / 2);
+    let mut canvas = RgbImage::new(cw, ch);
+    image::imageops::replace(&mut canvas, &shrunk, ox as i64, oy as i64);
+    // Where the labelled face should be in the canvas: scaled by s, then offset.
+    let to_canvas =
+        |p: Point| Point::new(p.x * (sw as f32 / w as f32) + ox as f32, p.y * (sh as f32 / h as f32) + oy as f32);
+    let tl = to_canvas(Point::new(face.rect.x, face.rect.y));
+    let expected =
+        Rect { x: tl.x, y: tl.y, w: face.rect.w * sw as f32 / w as f32, h: face.rect.h * sh as f32 / h as f32 };
+    let faces = rec.detector().detect(&canvas)?;
+    let best = faces
+        .iter()
+        .map(|f| (f.rect.iou(&expected), f))
+        .filter(|(iou, _)| *iou >= 0.3)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, f)| *f);
+    let (found, landmarks) = match best {
+        Some(f) => (true, f.landmarks),
+        None => (false, face.landmarks.map(to_canvas)),
+    };
+    let al = Alignment::from_landmarks(&landmarks).ok_or(RecognizeError::Degenerate)?;
+    Ok((found, (canvas, al)))
+}
+
+/// The mean landmarks and box of the detected faces, relative to their image size: where the
+/// labelled face is assumed to be when the detector misses it at full resolution.
+pub fn mean_face(found: &[(LabelledFace, u32, u32)]) -> Option<(Landmarks, Rect)> {
+    let n = found.len() as f32;
+    if n == 0.0 {
+        return None;
+    }
+    let mut lm = [Point::default(); 5];
+    let mut r = Rect::default();
+    for (f, w, h) in found {
+        let (w, h) = (*w as f32, *h as f32);
+        for (acc, p) in lm.iter_mut().zip(&f.landmarks) {
+            acc.x += p.x / w / n;
+            acc.y += p.y / h / n;
+        }
+        r.x += f.rect.x / w / n;
+        r.y += f.rect.y / h / n;
+        r.w += f.rect.w / w / n;
+        r.h += f.rect.h / h / n;
+    }
+    Some((lm, r))
+}
+
+/// [`mean_face`]'s relative landmarks and box, placed in a `w` x `h` image.
+pub fn fallback_face(mean: &(Landmarks, Rect), w: u32, h: u32) -> LabelledFace {
+    let (wf, hf) = (w as f32, h as f32);
+    LabelledFace {
+        landmarks: mean.0.map(|p| Point::new(p.x * wf, p.y * hf)),
+        rect: Rect { x: mean.1.x * wf, y: mean.1.y * hf, w: mean.1.w * wf, h: mean.1.h * hf },
+        detected: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn face_at(x: f32, y: f32, w: f32) -> Face {
+        Face { rect: Rect { x, y, w, h: w }, score: 0.9, landmarks: [Point::default(); 5] }
+    }
+
+    #[test]
+    fn the_centred_face_wins_over_background_faces() {
+        let centre = face_at(75.0, 75.0, 100.0);
+        let background_small_but_central = face_at(115.0, 115.0, 20.0);
+        let big_corner = face_at(0.0, 0.0, 60.0);
+        let picked = pick_centre_face(&[big_corner, background_small_but_central, centre], 250, 250).unwrap();
+        assert_eq!(picked.rect, centre.rect);
+        assert!(pick_centre_face(&[], 250, 250).is_none());
+    }
+
+    #[test]
+    fn mean_face_is_relative_to_image_size() {
+        let f = LabelledFace {
+            landmarks: [Point::new(50.0, 100.0); 5],
+            rect: Rect { x: 10.0, y: 20.0, w: 100.0, h: 100.0 },
+            detected: true,
+        };
+        let mean = mean_face(&[(f, 200, 200), (f, 100, 100)]).unwrap();
+        let placed = fallback_face(&mean, 400, 400);
+        // Relative x: (0.25 + 0.5) / 2 = 0.375 -> 150 px in a 400 px image.
+        assert!((placed.landmarks[0].x - 150.0).abs() < 1e-3);
+        assert!(!placed.detected);
+    }
+}

@@ -1,0 +1,78 @@
+//! The gallery's SQLite schema and its stepwise migrations. The version lives in the `meta` table
+//! (`schema_version`); migration `i` takes a database from version `i` to `i + 1`, inside the
+//! caller's transaction, so a crash mid-migration leaves the old version intact.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Each entry migrates from its index to index + 1. Append, never edit a released step.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: identities and their templates, each template tagged with the embedder that made it.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+     CREATE TABLE identities (
+         id INTEGER PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE,
+         created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE templates (
+         id INTEGER PRIMARY KEY,
+         identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+         embedder TEXT NOT NULL,
+         embedder_sha256 TEXT NOT NULL,
+         dim INTEGER NOT NULL,
+         vector BLOB NOT NULL,
+         source TEXT NOT NULL,
+         face_px REAL NOT NULL,
+         created_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX templates_by_identity ON templates(identity_id);",
+];
+
+/// The schema version this build writes.
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The stored schema version; 0 for an empty database.
+pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Applies every migration after `from`, then records the new version. Call inside a transaction.
+pub fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    for step in MIGRATIONS.iter().skip(from.max(0) as usize) {
+        conn.execute_batch(step)?;
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [CURRENT_VERSION.to_string()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_an_empty_database_to_the_current_version() {
+        let conn = Connection::open_in_memory().unwrap();
+        assert_eq!(version(&conn).unwrap(), 0);
+        migrate(&conn, 0).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+        // Migrating an up-to-date database is a no-op.
+        migrate(&conn, CURRENT_VERSION).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+        let tables: i64 =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
+        assert_eq!(tables, 3);
+    }
+}

@@ -1,0 +1,113 @@
+use super::*;
+use crate::embed::EMBEDDING_DIM;
+
+fn id(sha: &str) -> EmbedderId {
+    EmbedderId { name: "sface-2021dec".into(), sha256: sha.into() }
+}
+
+fn unit(i: usize) -> Vec<f32> {
+    let mut v = vec![0.0; EMBEDDING_DIM];
+    v[i] = 1.0;
+    v
+}
+
+fn template(v: Vec<f32>) -> NewTemplate {
+    NewTemplate { vector: v, source: "test".into(), face_px: 100.0 }
+}
+
+#[test]
+fn enroll_list_rename_remove() {
+    let e = id("aaaa");
+    let mut g = Gallery::open_in_memory(Some(&e)).unwrap();
+    assert!(g.enroll("Ada", &e, &[template(unit(0)), template(unit(1))]).unwrap());
+    assert!(!g.enroll("Ada", &e, &[template(unit(2))]).unwrap(), "second enroll adds to Ada");
+    g.enroll("Bob", &e, &[template(unit(3))]).unwrap();
+    let list = g.list().unwrap();
+    assert_eq!(list.iter().map(|i| (i.name.as_str(), i.templates)).collect::<Vec<_>>(), [("Ada", 3), ("Bob", 1)]);
+    assert!(matches!(g.rename("Ada", "Bob"), Err(GalleryError::NameTaken(_))));
+    g.rename("Ada", "Alice").unwrap();
+    assert!(matches!(g.remove("Ada"), Err(GalleryError::UnknownIdentity(_))));
+    g.remove("Alice").unwrap();
+    assert_eq!(g.list().unwrap().len(), 1);
+    let templates: i64 = g.conn.query_row("SELECT COUNT(*) FROM templates", [], |r| r.get(0)).unwrap();
+    assert_eq!(templates, 1, "removing an identity removes its templates");
+}
+
+#[test]
+fn a_failed_enroll_writes_nothing() {
+    let e = id("aaaa");
+    let mut g = Gallery::open_in_memory(Some(&e)).unwrap();
+    let err = g.enroll("Eve", &e, &[template(unit(0)), template(vec![1.0; 3])]).unwrap_err();
+    assert!(matches!(err, GalleryError::Dimension { .. }));
+    assert!(g.list().unwrap().is_empty(), "neither the identity nor its first template may remain");
+    assert!(matches!(g.enroll("  ", &e, &[template(unit(0))]), Err(GalleryError::BadName(_))));
+}
+
+#[test]
+fn snapshot_search_ranks_identities_by_their_best_template() {
+    let e = id("aaaa");
+    let mut g = Gallery::open_in_memory(Some(&e)).unwrap();
+    g.enroll("Ada", &e, &[template(unit(0)), template(unit(1))]).unwrap();
+    g.enroll("Bob", &e, &[template(unit(2))]).unwrap();
+    let snap = g.snapshot().unwrap();
+    assert_eq!((snap.identities(), snap.templates()), (2, 3));
+    let mut probe = vec![0.0; EMBEDDING_DIM];
+    probe[1] = 0.8;
+    probe[2] = 0.6;
+    let top = snap.search(&probe, 5);
+    assert_eq!(top.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Ada", "Bob"]);
+    assert!((top[0].score - 0.8).abs() < 1e-6 && (top[1].score - 0.6).abs() < 1e-6);
+    assert_eq!(snap.search(&probe, 1).len(), 1);
+    assert!(snap.search(&[1.0, 2.0], 1).is_empty(), "a probe of the wrong length matches nothing");
+}
+
+#[test]
+fn a_gallery_of_another_embedder_is_refused_with_the_re_enroll_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let mut g = Gallery::open(&path, OpenMode::CreateIfMissing, Some(&id("aaaa"))).unwrap();
+    g.enroll("Ada", &id("aaaa"), &[template(unit(0))]).unwrap();
+    drop(g);
+    let err = Gallery::open(&path, OpenMode::MustExist, Some(&id("bbbb"))).unwrap_err();
+    assert!(matches!(err, GalleryError::ForeignEmbedder { .. }));
+    assert!(err.to_string().contains("re-enroll"), "{err}");
+    // Administration without an embedder still works on it.
+    assert_eq!(Gallery::open(&path, OpenMode::MustExist, None).unwrap().list().unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_new_gallery_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/gallery.db");
+    Gallery::open(&path, OpenMode::CreateIfMissing, None).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn corrupt_and_missing_galleries_fail_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let err = Gallery::open(&path, OpenMode::MustExist, None).unwrap_err();
+    assert!(matches!(err, GalleryError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("re-enroll"));
+    let missing = dir.path().join("none.db");
+    let err = Gallery::open(&missing, OpenMode::MustExist, None).unwrap_err();
+    assert!(matches!(err, GalleryError::Missing { .. }));
+    assert!(!missing.exists(), "opening a missing gallery for reading must not create it");
+}
+
+#[test]
+fn a_gallery_from_a_newer_farsight_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    drop(Gallery::open(&path, OpenMode::CreateIfMissing, None).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+    drop(conn);
+    let err = Gallery::open(&path, OpenMode::MustExist, None).unwrap_err();
+    assert!(matches!(err, GalleryError::TooNew { found: 99, .. }), "{err}");
+}

@@ -1,0 +1,26 @@
+//! farsight recognises people whose faces are too small for ordinary face recognition.
+//!
+//! The data path for still images (see README "Architecture"):
+//! [`source::images`] → [`detect`] → [`align`] → [`restore`] (small faces only) → [`embed`] →
+//! [`gallery`] snapshot search → [`event::FaceEvent`]. [`recognize::Recognizer`] wires the
+//! stages together for every command; [`eval`] measures it on LFW-layout datasets.
+//! Every fallible boundary returns its own `thiserror` enum; only the binary uses `anyhow`.
+
+pub mod align;
+pub mod bench;
+pub mod config;
+pub mod detect;
+pub mod embed;
+pub mod eval;
+pub mod event;
+pub mod gallery;
+pub mod geometry;
+pub mod model;
+pub mod recognize;
+pub mod restore;
+pub mod source;
+
+pub use config::Config;
+pub use event::FaceEvent;
+pub use gallery::{Gallery, OpenMode, Snapshot};
+pub use recognize::{Observation, Recognizer};

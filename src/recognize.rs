@@ -1,0 +1,173 @@
+//! Recognition of still frames: detect -> align -> restore (small faces only) -> embed, and
+//! matching the embeddings against a gallery snapshot. `enroll`, `identify`, `run` over images and
+//! `eval` all go through [`Recognizer`], so they see faces exactly the same way.
+
+use crate::align::{Alignment, ALIGNED_SIZE};
+use crate::config::Config;
+use crate::detect::{DetectError, Detector, Face};
+use crate::embed::{EmbedError, Embedder, Embedding};
+use crate::event::{FaceEvent, UNKNOWN};
+use crate::gallery::Snapshot;
+use crate::model::ModelError;
+use crate::restore::{self, RestoreError, Restorer};
+use image::RgbImage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecognizeError {
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("the face's landmarks are degenerate (cannot align)")]
+    Degenerate,
+}
+
+/// A face found in a frame, with its embedding.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub face: Face,
+    /// Frame pixels spanned by the aligned 112x112 crop.
+    pub aligned_px: f32,
+    /// The restorer's name when the face was restored.
+    pub restorer: Option<String>,
+    pub embedding: Embedding,
+}
+
+/// The loaded models and the restoration policy.
+pub struct Recognizer {
+    detector: Detector,
+    embedder: Embedder,
+    restorer: Box<dyn Restorer>,
+    restore_below: f32,
+}
+
+impl std::fmt::Debug for Recognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recognizer")
+            .field("detector", &self.detector)
+            .field("embedder", &self.embedder)
+            .field("restorer", &self.restorer.name())
+            .field("restore_below", &self.restore_below)
+            .finish()
+    }
+}
+
+/// Why the models could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Detector(#[from] DetectError),
+    #[error(transparent)]
+    Embedder(#[from] ModelError),
+}
+
+impl Recognizer {
+    /// Loads the detector and the embedder named by `config` and checks both on a probe input.
+    pub fn load(config: &Config) -> Result<Self, LoadError> {
+        let detector = Detector::load(&config.models_dir, config.detector.clone())?;
+        let embedder = Embedder::load(&config.models_dir)?;
+        Ok(Self {
+            detector,
+            embedder,
+            restorer: restore::build(config.restore.method),
+            restore_below: config.restore.below_px,
+        })
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    /// Detects every face in `frame` and embeds each one. A face that cannot be aligned is
+    /// skipped with a warning; a model failure is an error.
+    pub fn observe(&self, frame: &RgbImage) -> Result<Vec<Observation>, RecognizeError> {
+        let faces = self.detector.detect(frame)?;
+        let mut out = Vec::with_capacity(faces.len());
+        for face in faces {
+            match self.embed_face(frame, &face) {
+                Ok(o) => out.push(o),
+                Err(RecognizeError::Degenerate) => {
+                    log::warn!("skipping a face with degenerate landmarks at {:?}", face.rect)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aligns, restores when small, and embeds one detected face.
+    pub fn embed_face(&self, frame: &RgbImage, face: &Face) -> Result<Observation, RecognizeError> {
+        let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
+        let aligned_px = alignment.native_size();
+        let (aligned, restorer) = self.aligned_face(frame, &alignment, self.restorer.as_ref())?;
+        let embedding = self.embedder.embed(&aligned)?;
+        Ok(Observation { face: *face, aligned_px, restorer, embedding })
+    }
+
+    /// The 112x112 face the embedder sees: warped straight to 112 when the face is at least
+    /// `restore_below` px, else warped at its native size and restored by `restorer`.
+    pub fn aligned_face(
+        &self,
+        frame: &RgbImage,
+        alignment: &Alignment,
+        restorer: &dyn Restorer,
+    ) -> Result<(RgbImage, Option<String>), RecognizeError> {
+        let native = alignment.native_size();
+        if native >= self.restore_below || native >= ALIGNED_SIZE as f32 {
+            let face = alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?;
+            return Ok((face, None));
+        }
+        let n = (native.round() as u32).clamp(2, ALIGNED_SIZE);
+        let small = alignment.warp(frame, n).ok_or(RecognizeError::Degenerate)?;
+        Ok((restorer.restore(&small)?, Some(restorer.name().to_owned())))
+    }
+
+    /// Embeds an image that must hold exactly one face (or, with `largest`, uses the largest).
+    /// The error says how many faces were found, for `enroll`'s messages.
+    pub fn single_face(&self, frame: &RgbImage, largest: bool) -> Result<Result<Observation, usize>, RecognizeError> {
+        let mut obs = self.observe(frame)?;
+        match obs.len() {
+            1 => Ok(Ok(obs.remove(0))),
+            n if n > 1 && largest => {
+                obs.sort_by(|a, b| b.face.rect.area().total_cmp(&a.face.rect.area()));
+                Ok(Ok(obs.remove(0)))
+            }
+            n => Ok(Err(n)),
+        }
+    }
+}
+
+/// Matches one observation against the gallery and builds its event.
+pub fn to_event(
+    obs: &Observation,
+    snapshot: &Snapshot,
+    threshold: f32,
+    top_k: usize,
+    source: &str,
+    frame: u64,
+) -> FaceEvent {
+    let candidates = snapshot.search(&obs.embedding, top_k);
+    let best = candidates.first();
+    let matched = best.is_some_and(|c| c.score >= threshold);
+    FaceEvent {
+        event: "face",
+        source: source.to_owned(),
+        frame,
+        identity: if matched { best.map(|c| c.name.clone()).unwrap_or_default() } else { UNKNOWN.to_owned() },
+        matched,
+        score: best.map(|c| c.score),
+        rect: obs.face.rect,
+        face_px: obs.face.rect.w,
+        aligned_px: obs.aligned_px,
+        restored: obs.restorer.is_some(),
+        restorer: obs.restorer.clone(),
+        detector_score: obs.face.score,
+        candidates,
+    }
+}

@@ -1,0 +1,164 @@
+//! Bad input at the edges: broken image files and foreign galleries give a clear error naming
+//! the problem, and nothing is written.
+
+use crate::common::{farsight, lfw_image, stderr};
+use farsight::embed::EmbedderId;
+use farsight::gallery::NewTemplate;
+use farsight::{Gallery, OpenMode};
+use std::path::Path;
+
+/// Enrolls `image` (plus a good photo, so one bad image must spoil the whole enroll) and checks
+/// the command fails with `expect` in its message and the gallery file was never created.
+fn enroll_is_refused(image: &Path, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let good = lfw_image("Tony_Blair", 1);
+    let out = farsight(&[
+        "enroll",
+        "--gallery",
+        g.to_str().unwrap(),
+        "--name",
+        "Someone",
+        "--largest",
+        good.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "enrolling {} should fail", image.display());
+    assert!(err.contains(expect), "message for {} lacks {expect:?}: {err}", image.display());
+    assert!(err.contains("nothing enrolled"), "{err}");
+    assert!(!g.exists(), "a refused enroll must not create the gallery");
+}
+
+#[test]
+fn a_corrupt_jpeg_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(lfw_image("Tony_Blair", 2)).unwrap();
+    // Keep the JPEG signature, wreck the headers and the entropy-coded data after it.
+    for b in bytes.iter_mut().skip(4) {
+        *b = 0x5a;
+    }
+    let path = dir.path().join("corrupt.jpg");
+    std::fs::write(&path, &bytes).unwrap();
+    enroll_is_refused(&path, "corrupt.jpg: ");
+}
+
+#[test]
+fn a_truncated_png_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::open(lfw_image("Tony_Blair", 2)).unwrap();
+    let full = dir.path().join("full.png");
+    img.save(&full).unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let path = dir.path().join("truncated.png");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    enroll_is_refused(&path, "truncated.png is not a readable image");
+}
+
+#[test]
+fn a_zero_byte_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.jpg");
+    std::fs::write(&path, b"").unwrap();
+    enroll_is_refused(&path, "empty.jpg is empty");
+}
+
+#[test]
+fn a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    enroll_is_refused(dir.path(), "is a folder, not an image");
+}
+
+#[test]
+fn a_photo_without_a_face_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grey.png");
+    image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128])).save(&path).unwrap();
+    enroll_is_refused(&path, "grey.png: no face found");
+}
+
+#[test]
+fn a_refused_enroll_leaves_an_existing_gallery_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let g = g.to_str().unwrap();
+    let good = lfw_image("Tony_Blair", 1);
+    assert!(farsight(&["enroll", "--gallery", g, "--name", "A", "--largest", good.to_str().unwrap()]).status.success());
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let out = farsight(&[
+        "enroll",
+        "--gallery",
+        g,
+        "--name",
+        "A",
+        "--largest",
+        good.to_str().unwrap(),
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let list = Gallery::open(Path::new(g), OpenMode::MustExist, None).unwrap().list().unwrap();
+    assert_eq!(list[0].templates, 1, "the failed enroll must not add the good image's template");
+}
+
+#[test]
+fn a_gallery_made_by_another_embedder_asks_for_re_enrollment() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let other = EmbedderId { name: "arcface-r100".into(), sha256: "0".repeat(64) };
+    let mut gallery = Gallery::open(&g, OpenMode::CreateIfMissing, Some(&other)).unwrap();
+    let t = NewTemplate { vector: vec![1.0 / (128f32).sqrt(); 128], source: "x".into(), face_px: 100.0 };
+    gallery.enroll("Old", &other, &[t]).unwrap();
+    drop(gallery);
+    let img = lfw_image("Tony_Blair", 1);
+    for args in [
+        vec!["identify", "--gallery", g.to_str().unwrap(), img.to_str().unwrap()],
+        vec!["enroll", "--gallery", g.to_str().unwrap(), "--name", "New", img.to_str().unwrap()],
+    ] {
+        let out = farsight(&args);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("arcface-r100") && err.contains("re-enroll"), "{err}");
+    }
+}
+
+#[test]
+fn a_corrupt_gallery_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    std::fs::write(&g, vec![7u8; 4096]).unwrap();
+    let img = lfw_image("Tony_Blair", 1);
+    let out = farsight(&["identify", "--gallery", g.to_str().unwrap(), img.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not a farsight gallery or is corrupt"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_config_fails_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(&cfg, "version = 1\n[detector]\nkind = \"yolo\"\n").unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_wrong_model_file_is_refused_at_start() {
+    // The detector file standing in for the embedder: it loads as ONNX but breaks the contract.
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for f in ["centerface.onnx", "retinaface-mnet025.onnx"] {
+        std::fs::copy(models.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::copy(models.join("retinaface-mnet025.onnx"), dir.path().join("sface.onnx")).unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(&cfg, format!("version = 1\nmodels_dir = {:?}\n", dir.path())).unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("sface.onnx"), "{}", stderr(&out));
+    // A missing model names the fetch script.
+    std::fs::remove_file(dir.path().join("sface.onnx")).unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    assert!(stderr(&out).contains("models/fetch.py"), "{}", stderr(&out));
+}

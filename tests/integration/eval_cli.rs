@@ -1,0 +1,55 @@
+//! `farsight eval` end to end on a small slice of the LFW training folds: every row is present
+//! with its published keys, full-resolution accuracy is high, and the ROC PNG is a real image.
+
+use crate::common::{datasets, farsight, stderr};
+
+#[test]
+fn eval_writes_the_json_table_and_the_roc_png() {
+    let d = datasets();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let png = dir.path().join("roc.png");
+    let out = farsight(&[
+        "eval",
+        "--dataset",
+        d.join("lfw").to_str().unwrap(),
+        "--pairs",
+        d.join("lfw-pairs.txt").to_str().unwrap(),
+        "--folds",
+        "1-2",
+        "--max-pairs-per-fold",
+        "15",
+        "--sizes",
+        "14,112",
+        "--restore",
+        "none,bicubic",
+        "--mode",
+        "crop,frame",
+        "--json",
+        json.to_str().unwrap(),
+        "--roc",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "2 modes x 2 sizes x 2 restorers");
+    for r in rows {
+        for key in
+            ["mode", "size", "restore", "d_prime", "auc", "accuracy", "tar_at_far_1e-3", "pairs", "detector_misses"]
+        {
+            assert!(r.get(key).is_some(), "row lacks {key}: {r}");
+        }
+        assert_eq!(r["pairs"], 60);
+    }
+    let row = |mode: &str, size: u64, restore: &str| {
+        rows.iter().find(|r| r["mode"] == mode && r["size"] == size && r["restore"] == restore).unwrap()
+    };
+    let full = row("crop", 112, "none");
+    assert!(full["accuracy"].as_f64().unwrap() >= 0.9, "{full}");
+    assert!(full["auc"].as_f64().unwrap() >= 0.95, "{full}");
+    // 14 px loses identity information: a lower d' than at full resolution.
+    assert!(row("crop", 14, "bicubic")["d_prime"].as_f64().unwrap() < full["d_prime"].as_f64().unwrap());
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (1200, 900));
+}

@@ -1,0 +1,86 @@
+//! Model round-trips against golden tensors made by onnxruntime (`models/golden.py`): tract must
+//! compute what the reference runtime computes on the committed model files.
+
+use crate::common::{lfw_image, recognizer};
+use farsight::model::{sha256_hex, ModelFile};
+use std::path::Path;
+
+fn golden(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn model(name: &str) -> ModelFile {
+    ModelFile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name)).unwrap()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// NCHW float tensor of an RGB crop.
+fn nchw(img: &image::RgbImage, h: usize, w: usize) -> Vec<f32> {
+    let plane = h * w;
+    let mut x = vec![0f32; 3 * plane];
+    for (px, py, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            x[c * plane + py as usize * w + px as usize] = p.0[c] as f32;
+        }
+    }
+    x
+}
+
+#[test]
+fn sface_in_tract_matches_onnxruntime() {
+    let g = golden("sface_aaron_eckhart_0001_crop69.json");
+    let file = model("sface.onnx");
+    assert_eq!(file.sha256(), g["model_sha256"].as_str().unwrap(), "golden made from another model file");
+    let img = image::open(lfw_image("Aaron_Eckhart", 1)).unwrap().into_rgb8();
+    let crop = image::imageops::crop_imm(&img, 69, 69, 112, 112).to_image();
+    let same_pixels = sha256_hex(crop.as_raw()) == g["input_u8_sha256"].as_str().unwrap();
+    let out = file.plan(&[1, 3, 112, 112]).unwrap().run(nchw(&crop, 112, 112)).unwrap();
+    let ours = &out[0].data;
+    let theirs = floats(&g["embedding"]);
+    let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum::<f32>() / (norm(ours) * norm(&theirs));
+    eprintln!("sface: same decoded pixels {same_pixels}, max |diff| {max_diff:.2e}, cosine {cos:.7}");
+    if same_pixels {
+        // Identical input: only float summation order differs (raw outputs have norm ~10).
+        assert!(max_diff < 1e-3, "max |diff| {max_diff}");
+    } else {
+        // Another JPEG decoder gives pixels a step or two apart: compare the embedding direction.
+        assert!(cos > 0.999, "cosine {cos}");
+    }
+}
+
+#[test]
+fn centerface_in_tract_matches_onnxruntime_and_the_detector_decodes_its_box() {
+    let g = golden("centerface_aaron_eckhart_0001.json");
+    let file = model("centerface.onnx");
+    assert_eq!(file.sha256(), g["model_sha256"].as_str().unwrap());
+    let img = image::open(lfw_image("Aaron_Eckhart", 1)).unwrap().into_rgb8();
+    let mut padded = image::RgbImage::new(256, 256);
+    image::imageops::replace(&mut padded, &img, 0, 0);
+    let out = file.plan(&[1, 3, 256, 256]).unwrap().run(nchw(&padded, 256, 256)).unwrap();
+    let heat = &out[0];
+    assert_eq!(heat.shape, vec![1, 1, 64, 64]);
+    let (argmax, max) = heat.data.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let want = g["heatmap_max"].as_f64().unwrap() as f32;
+    assert!((max - want).abs() < 5e-3, "heatmap max {max} vs {want}");
+    let yx = g["heatmap_argmax_yx"].as_array().unwrap();
+    assert_eq!([argmax / 64, argmax % 64], [yx[0].as_u64().unwrap() as usize, yx[1].as_u64().unwrap() as usize]);
+
+    // The full detector (centred padding, decoding, NMS, inverse letterbox) finds the same face.
+    let faces = recognizer().detector().detect(&img).unwrap();
+    let b = floats(&g["box_x1y1x2y2_at_max"]);
+    let best = faces.first().expect("a face");
+    let ours = [best.rect.x, best.rect.y, best.rect.x + best.rect.w, best.rect.y + best.rect.h];
+    for (o, t) in ours.iter().zip(&b) {
+        assert!((o - t).abs() < 4.0, "box {ours:?} vs golden {b:?}");
+    }
+    let lm = floats(&g["landmarks_xy_at_max"]);
+    for (i, p) in best.landmarks.iter().enumerate() {
+        assert!((p.x - lm[2 * i]).abs() < 4.0 && (p.y - lm[2 * i + 1]).abs() < 4.0, "landmark {i}: {p:?}");
+    }
+}

@@ -1,0 +1,9 @@
+//! farsight's integration tests: real models, real LFW images from `../shared/datasets`, the real
+//! binary. Nothing is hand-faked; a missing dataset fails loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod common;
+mod eval_cli;
+mod golden;
+mod recognition;

@@ -1,0 +1,132 @@
+//! Enroll 20 LFW identities of folds 1-5, identify held-back photos of them, and check that a
+//! stranger comes back unknown — with the real detector, aligner and embedder.
+
+use crate::common::{datasets, farsight, lfw_image, recognizer, stderr};
+use farsight::align::ALIGNED_SIZE;
+use farsight::gallery::NewTemplate;
+use farsight::recognize::to_event;
+use farsight::source::images;
+use farsight::{Config, Gallery, OpenMode};
+use std::collections::BTreeSet;
+
+/// Identities of the training folds (1-5) with at least `min_images` photos, by name.
+fn training_identities(min_images: u32) -> Vec<String> {
+    let pairs = farsight::eval::read_pairs(&datasets().join("lfw-pairs.txt")).unwrap();
+    let names: BTreeSet<String> =
+        pairs.iter().filter(|p| p.fold <= 5 && p.genuine).map(|p| p.first.name.clone()).collect();
+    names.into_iter().filter(|n| lfw_image(n, min_images).is_file()).collect()
+}
+
+#[test]
+fn enrolled_identities_are_identified_from_held_back_photos_and_a_stranger_is_unknown() {
+    let rec = recognizer();
+    let config = Config::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut gallery =
+        Gallery::open(&dir.path().join("g.db"), OpenMode::CreateIfMissing, Some(rec.embedder().id())).unwrap();
+    let candidates = training_identities(3);
+    assert!(candidates.len() > 40, "too few training identities: {}", candidates.len());
+    // Every 7th candidate: spread over the alphabet, deterministic.
+    let enrolled: Vec<&String> = candidates.iter().step_by(7).take(20).collect();
+    assert_eq!(enrolled.len(), 20);
+    for name in &enrolled {
+        let templates: Vec<NewTemplate> = [1, 2]
+            .iter()
+            .map(|&n| {
+                let img = images::load(&lfw_image(name, n)).unwrap();
+                let obs = rec.single_face(&img, true).unwrap().expect("a face in every enrolment photo");
+                NewTemplate { vector: obs.embedding, source: format!("{name}_{n}"), face_px: obs.aligned_px }
+            })
+            .collect();
+        gallery.enroll(name, rec.embedder().id(), &templates).unwrap();
+    }
+    let snapshot = gallery.snapshot().unwrap();
+    assert_eq!((snapshot.identities(), snapshot.templates()), (20, 40));
+
+    let (t, k) = (config.matching.threshold, config.matching.top_k);
+    let mut correct = 0;
+    let mut small_correct = 0;
+    for name in &enrolled {
+        let img = images::load(&lfw_image(name, 3)).unwrap();
+        let obs = rec.single_face(&img, true).unwrap().expect("a face in the held-back photo");
+        let event = to_event(&obs, &snapshot, t, k, "test", 0);
+        correct += usize::from(event.identity == name.as_str());
+        // The same photo seen from afar: shrunk so the face is ~24 px wide, then restored.
+        let s = 24.0 / obs.face.rect.w;
+        let (w, h) = img.dimensions();
+        let tiny = image::imageops::resize(
+            &img,
+            (w as f32 * s) as u32,
+            (h as f32 * s) as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        if let Ok(Ok(o)) = rec.single_face(&tiny, true) {
+            assert!(o.restorer.is_some() && o.aligned_px < ALIGNED_SIZE as f32, "a 24 px face must be restored");
+            small_correct += usize::from(to_event(&o, &snapshot, t, k, "test", 0).identity == name.as_str());
+        }
+    }
+    eprintln!("top-1: {correct}/20 at full resolution, {small_correct}/20 at ~24 px");
+    assert!(correct >= 19, "top-1 identification {correct}/20 at full resolution");
+    assert!(small_correct >= 12, "top-1 identification {small_correct}/20 at ~24 px");
+
+    // A stranger: a training-fold identity that was not enrolled.
+    let stranger = candidates.iter().find(|n| !enrolled.contains(n)).unwrap();
+    let img = images::load(&lfw_image(stranger, 1)).unwrap();
+    let obs = rec.single_face(&img, true).unwrap().unwrap();
+    let event = to_event(&obs, &snapshot, t, k, "test", 0);
+    assert_eq!(event.identity, "unknown", "stranger {stranger} matched {:?}", event.candidates);
+    assert!(!event.matched);
+}
+
+#[test]
+fn cli_enroll_identify_and_run_emit_json_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("gallery.db");
+    let g = g.to_str().unwrap();
+    let a1 = lfw_image("Tony_Blair", 1);
+    let a2 = lfw_image("Tony_Blair", 2);
+    let out = farsight(&[
+        "enroll",
+        "--gallery",
+        g,
+        "--name",
+        "Tony Blair",
+        "--largest",
+        a1.to_str().unwrap(),
+        a2.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("using the face at"), "enroll says which face was used: {}", stderr(&out));
+
+    let list = farsight(&["gallery", "--gallery", g, "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["name"], "Tony Blair");
+    assert_eq!(list[0]["templates"], 2);
+
+    // A folder as one camera: a held-back photo of him and a stranger.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    std::fs::copy(lfw_image("Tony_Blair", 3), frames.join("a.jpg")).unwrap();
+    std::fs::copy(lfw_image("Gerhard_Schroeder", 1), frames.join("b.jpg")).unwrap();
+    let run = farsight(&["run", "--gallery", g, "--source", frames.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let in_frame = |f: u64| events.iter().filter(move |e| e["frame"] == f);
+    assert!(in_frame(0).any(|e| e["identity"] == "Tony Blair" && e["matched"] == true), "{events:#?}");
+    assert!(in_frame(1).all(|e| e["identity"] == "unknown"), "{events:#?}");
+    for e in &events {
+        for key in ["source", "score", "box", "face_px", "restored", "detector_score", "candidates"] {
+            assert!(e.get(key).is_some(), "event lacks {key}: {e}");
+        }
+    }
+
+    let ident = farsight(&["identify", "--gallery", g, frames.join("a.jpg").to_str().unwrap()]);
+    assert!(ident.status.success());
+    assert!(String::from_utf8_lossy(&ident.stdout).contains("Tony Blair"));
+
+    assert!(farsight(&["gallery", "--gallery", g, "rename", "Tony Blair", "Anthony Blair"]).status.success());
+    assert!(farsight(&["gallery", "--gallery", g, "remove", "Anthony Blair"]).status.success());
+    let gone = farsight(&["gallery", "--gallery", g, "remove", "Anthony Blair"]);
+    assert!(!gone.status.success() && stderr(&gone).contains("no identity named"));
+}
