@@ -10,7 +10,7 @@ difference from a model difference: when the hashes differ, compare with a toler
 cosine > 0.999 for the embedding) instead of exactly.
 
 Outputs:
-  tests/golden/sface_aaron_eckhart_0001_crop69.json
+  tests/golden/sface_aaron_eckhart_0001_crop69.json (+ .png: the exact 112x112 input, lossless)
   tests/golden/centerface_aaron_eckhart_0001.json
 """
 import hashlib
@@ -54,6 +54,8 @@ def sface(rgb):
     model = os.path.join(HERE, "sface.onnx")
     crop = np.ascontiguousarray(rgb[69:69 + 112, 69:69 + 112])  # rows 69..180, cols 69..180
     x = crop.astype(np.float32).transpose(2, 0, 1)[None]  # 1x3x112x112, RGB, 0..255
+    # The exact pixels, losslessly, so the Rust test can feed tract the very same input.
+    Image.fromarray(crop).save(os.path.join(OUT_DIR, "sface_aaron_eckhart_0001_crop69.png"))
     emb = session(model).run(["fc1"], {"data": x})[0]
     assert emb.shape == (1, 128), emb.shape
     emb = emb[0]

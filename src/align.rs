@@ -100,9 +100,8 @@ fn box_downsample(src: &RgbImage, factor: u32) -> RgbImage {
         let mut n = 0u32;
         for y in oy * factor..((oy + 1) * factor).min(h) {
             for x in ox * factor..((ox + 1) * factor).min(w) {
-                let p = src.get_pixel(x, y);
-                for c in 0..3 {
-                    sum[c] += p.0[c] as u32;
+                for (acc, v) in sum.iter_mut().zip(src.get_pixel(x, y).0) {
+                    *acc += v as u32;
                 }
                 n += 1;
             }

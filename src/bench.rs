@@ -115,7 +115,8 @@ pub fn run(rec: &Recognizer, photo: &RgbImage, iterations: usize) -> Result<Benc
     let aligned = alignment.warp(photo, ALIGNED_SIZE).ok_or(BenchError::NoFace)?;
     let small = downsample(&aligned, 14);
     let bicubic = restore::build(RestoreKind::Bicubic);
-    let timed: [(&str, &mut dyn FnMut() -> Result<(), BenchError>); 3] = [
+    type Stage<'a> = (&'a str, &'a mut dyn FnMut() -> Result<(), BenchError>);
+    let timed: [Stage; 3] = [
         ("align 5-point warp to 112x112", &mut || {
             black_box(alignment.warp(photo, ALIGNED_SIZE));
             Ok(())

@@ -224,8 +224,9 @@ fn decode_centerface(outputs: &[crate::model::Output], thr: f32, iw: u32, ih: u3
         for x in 0..w {
             let i = y * w + x;
             let score = heat.data[i];
-            if !(score > thr) {
-                continue; // also skips NaN
+            // `is_nan` first: a NaN score is never a face.
+            if score.is_nan() || score <= thr {
+                continue;
             }
             let bh = scale.data[i].exp() * 4.0;
             let bw = scale.data[plane + i].exp() * 4.0;
@@ -259,7 +260,7 @@ fn decode_retinaface(outputs: &[crate::model::Output], thr: f32, iw: u32, ih: u3
     let mut faces = Vec::new();
     for (k, p) in priors.iter().enumerate() {
         let score = conf.data[2 * k + 1];
-        if !(score > thr) {
+        if score.is_nan() || score <= thr {
             continue;
         }
         let l = &loc.data[4 * k..4 * k + 4];

@@ -40,7 +40,7 @@ fn a_corrupt_jpeg_is_refused() {
     }
     let path = dir.path().join("corrupt.jpg");
     std::fs::write(&path, &bytes).unwrap();
-    enroll_is_refused(&path, "corrupt.jpg: ");
+    enroll_is_refused(&path, "corrupt.jpg is not a readable image");
 }
 
 #[test]
