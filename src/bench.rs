@@ -5,6 +5,7 @@
 //! the ratio is what to compare between runs and machines.
 
 use crate::align::{downsample, Alignment, ALIGNED_SIZE};
+use crate::detect::Detector;
 use crate::gallery::Snapshot;
 use crate::recognize::{RecognizeError, Recognizer};
 use crate::restore::{self, RestoreKind};
@@ -96,18 +97,25 @@ fn measure<F: FnMut() -> Result<(), BenchError>>(
     ))
 }
 
-/// Runs every stage on `photo` (which must show a face).
-pub fn run(rec: &Recognizer, photo: &RgbImage, iterations: usize) -> Result<BenchReport, BenchError> {
+/// Runs every stage on `photo` (which must show a face); `other_detectors` are timed too.
+pub fn run(
+    rec: &Recognizer,
+    other_detectors: &[&Detector],
+    photo: &RgbImage,
+    iterations: usize,
+) -> Result<BenchReport, BenchError> {
     let mut stages = Vec::new();
     let mut references = Vec::new();
-    for (w, h) in [(640u32, 480u32), (1280, 720)] {
-        let frame = image::imageops::resize(photo, w, h, FilterType::Triangle);
-        let (t, r) = measure(&format!("detect {:?} {w}x{h}", rec.detector().config().kind), iterations, || {
-            black_box(rec.detector().detect(&frame).map_err(RecognizeError::from)?);
-            Ok(())
-        })?;
-        stages.push(t);
-        references.push(r);
+    for det in std::iter::once(rec.detector()).chain(other_detectors.iter().copied()) {
+        for (w, h) in [(640u32, 480u32), (1280, 720)] {
+            let frame = image::imageops::resize(photo, w, h, FilterType::Triangle);
+            let (t, r) = measure(&format!("detect {:?} {w}x{h}", det.config().kind), iterations, || {
+                black_box(det.detect(&frame).map_err(RecognizeError::from)?);
+                Ok(())
+            })?;
+            stages.push(t);
+            references.push(r);
+        }
     }
     let face =
         rec.detector().detect(photo).map_err(RecognizeError::from)?.into_iter().next().ok_or(BenchError::NoFace)?;

@@ -3,6 +3,7 @@
 
 use crate::cli::{Cli, Command, GalleryAction};
 use anyhow::{bail, Context, Result};
+use farsight::detect::{Detector, DetectorConfig, DetectorKind};
 use farsight::embed::EmbedderId;
 use farsight::eval::{self, EvalOptions};
 use farsight::gallery::NewTemplate;
@@ -264,7 +265,13 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
     let photo =
         images::load(&image).with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
     let rec = load_recognizer(config)?;
-    let report = farsight::bench::run(&rec, &photo, iterations)?;
+    // Time the detector the config does not select too, so both choices have figures.
+    let other_kind = match config.detector.kind {
+        DetectorKind::Centerface => DetectorKind::Retinaface,
+        DetectorKind::Retinaface => DetectorKind::Centerface,
+    };
+    let other = Detector::load(&config.models_dir, DetectorConfig { kind: other_kind, ..config.detector.clone() })?;
+    let report = farsight::bench::run(&rec, &[&other], &photo, iterations)?;
     println!("{:<36} {:>10} {:>10} {:>12}", "stage", "median ms", "p90 ms", "x reference");
     for s in &report.stages {
         println!("{:<36} {:>10.2} {:>10.2} {:>12.2}", s.stage, s.median_ms, s.p90_ms, s.ratio_to_reference);

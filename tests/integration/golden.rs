@@ -97,3 +97,28 @@ fn centerface_in_tract_matches_onnxruntime_and_the_detector_decodes_its_box() {
         assert!((p.x - lm[2 * i]).abs() < 4.0 && (p.y - lm[2 * i + 1]).abs() < 4.0, "landmark {i}: {p:?}");
     }
 }
+
+#[test]
+fn retinaface_finds_the_same_face_and_landmarks_as_centerface() {
+    use farsight::detect::{DetectorConfig, DetectorKind};
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let retina = farsight::detect::Detector::load(
+        &models,
+        DetectorConfig { kind: DetectorKind::Retinaface, ..Default::default() },
+    )
+    .unwrap();
+    for (name, n) in [("Aaron_Eckhart", 1), ("Tony_Blair", 1), ("Serena_Williams", 1)] {
+        let img = image::open(lfw_image(name, n)).unwrap().into_rgb8();
+        let r = retina.detect(&img).unwrap();
+        let c = recognizer().detector().detect(&img).unwrap();
+        let (r, c) = (r.first().expect("retinaface finds the face"), c.first().expect("centerface finds the face"));
+        // The two models draw boxes differently (CenterFace's are taller), but the landmarks are
+        // the same five points of the same face, up to each model's idea of the nose tip: within
+        // 10% of the face width (a decoding bug moves points by tens of pixels).
+        for (i, (p, q)) in r.landmarks.iter().zip(&c.landmarks).enumerate() {
+            let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
+            assert!(d < 0.1 * c.rect.w, "{name}: landmark {i} differs by {d:.1} px: {p:?} vs {q:?}");
+        }
+        assert!(r.rect.iou(&c.rect) > 0.5, "{name}: boxes {:?} vs {:?}", r.rect, c.rect);
+    }
+}
