@@ -98,6 +98,19 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         iterations: usize,
     },
+    /// Write farsight-aligned 112x112 faces of an LFW-layout dataset as PNG (training data for
+    /// the restoration model); identities of the excluded folds are never written.
+    ExportAligned {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Folds whose identities must not be exported (the evaluation folds).
+        #[arg(long, default_value = "6-10")]
+        exclude_folds: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check the configuration (and that the models load) without running anything.
     Validate,
 }

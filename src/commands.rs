@@ -40,6 +40,23 @@ pub fn run(cli: Cli) -> Result<()> {
             evaluate(&config, &opts, json.as_deref(), roc.as_deref())
         }
         Command::Bench { image, iterations } => bench(&config, image, iterations),
+        Command::ExportAligned { dataset, pairs, exclude_folds, out } => {
+            let rec = load_recognizer(&config)?;
+            let excluded = eval::parse_folds(&exclude_folds)?;
+            let pairs = eval::read_pairs(&pairs)?;
+            let s = farsight::export::export_aligned(&rec, &dataset, &pairs, &excluded, &out)?;
+            eprintln!(
+                "{} faces of {} identities written to {} ({} identities of folds {exclude_folds} excluded, {} images \
+                 without a face, {} unreadable)",
+                s.written,
+                s.identities,
+                out.display(),
+                s.excluded_identities,
+                s.no_face,
+                s.unreadable
+            );
+            Ok(())
+        }
         Command::Validate => validate(&config, cli.config.as_deref()),
     }
 }

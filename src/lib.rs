@@ -13,6 +13,7 @@ pub mod detect;
 pub mod embed;
 pub mod eval;
 pub mod event;
+pub mod export;
 pub mod gallery;
 pub mod geometry;
 pub mod model;

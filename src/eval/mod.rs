@@ -11,6 +11,7 @@ mod probe;
 pub mod roc_plot;
 
 pub use pairs::{parse_folds, read as read_pairs, ImageRef, Pair, PairsError};
+pub use probe::pick_centre_face;
 
 use crate::recognize::{RecognizeError, Recognizer};
 use crate::restore::RestoreKind;
@@ -274,6 +275,10 @@ where
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_owned());
+    // Without a terminal (logs, CI) the bar is hidden: log every 10% instead.
+    let log_every =
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) { usize::MAX } else { items.len() / 10 + 1 };
+    let done = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     let out = Mutex::new(HashMap::with_capacity(items.len()));
     std::thread::scope(|s| {
@@ -284,6 +289,10 @@ where
                 let r = work(item);
                 out.lock().unwrap_or_else(|p| p.into_inner()).insert(item.clone(), r);
                 bar.inc(1);
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % log_every == 0 {
+                    log::info!("{what}: {n}/{}", items.len());
+                }
             });
         }
     });

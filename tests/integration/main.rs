@@ -5,5 +5,6 @@
 mod bad_input;
 mod common;
 mod eval_cli;
+mod export;
 mod golden;
 mod recognition;
