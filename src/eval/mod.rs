@@ -290,7 +290,7 @@ where
                 out.lock().unwrap_or_else(|p| p.into_inner()).insert(item.clone(), r);
                 bar.inc(1);
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % log_every == 0 {
+                if n.is_multiple_of(log_every) {
                     log::info!("{what}: {n}/{}", items.len());
                 }
             });
