@@ -139,8 +139,8 @@ impl Gallery {
             None => Ok(()),
             Some((name, sha)) => Err(GalleryError::ForeignEmbedder {
                 path: self.path.clone(),
-                found: format!("{name} (sha256 {})", &sha[..sha.len().min(12)]),
-                expected: format!("{} (sha256 {})", id.name, &id.sha256[..id.sha256.len().min(12)]),
+                found: format!("{name} (sha256 {})", short(&sha)),
+                expected: format!("{} (sha256 {})", id.name, short(&id.sha256)),
             }),
         }
     }
@@ -300,6 +300,12 @@ impl Snapshot {
         scored.truncate(k);
         scored
     }
+}
+
+/// The first 12 characters of a stored digest, for messages. By characters, not bytes: a foreign
+/// database may hold anything in that column, and a message must never panic.
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
 }
 
 fn check_name(name: &str) -> Result<(), GalleryError> {

@@ -111,3 +111,12 @@ fn a_gallery_from_a_newer_farsight_is_refused() {
     let err = Gallery::open(&path, OpenMode::MustExist, None).unwrap_err();
     assert!(matches!(err, GalleryError::TooNew { found: 99, .. }), "{err}");
 }
+
+#[test]
+fn a_foreign_digest_with_multibyte_characters_gives_the_message_not_a_panic() {
+    let odd = EmbedderId { name: "other".into(), sha256: "é".repeat(20) };
+    let mut g = Gallery::open_in_memory(None).unwrap();
+    g.enroll("Ada", &odd, &[template(unit(0))]).unwrap();
+    let err = g.check_embedder(&id("aaaa")).unwrap_err();
+    assert!(err.to_string().contains("re-enroll"), "{err}");
+}
