@@ -81,3 +81,65 @@ mod tests {
         assert_eq!(v["box"]["w"], 3.0);
     }
 }
+
+/// What a track was decided to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackDecision {
+    /// The fused embedding matched a gallery identity at or above the threshold.
+    Match,
+    /// Nobody in the gallery matched: a stranger is an event too.
+    Unknown,
+}
+
+/// The best face of a track: what the decision rests on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BestShot {
+    /// Frame number (within the camera's run) the face was seen in.
+    pub frame: u64,
+    /// The face's box in frame pixels.
+    #[serde(rename = "box")]
+    pub rect: Rect,
+    /// Width of the face's box in frame pixels.
+    pub face_px: f32,
+    /// Frame pixels spanned by the aligned 112x112 crop.
+    pub aligned_px: f32,
+    pub restored: bool,
+    pub restorer: Option<String>,
+    pub detector_score: f32,
+    /// Quality in [0, 1]: size, sharpness, detector score and frontal pose combined.
+    pub quality: f32,
+    /// Saved crop of the aligned face, when crops are enabled (off by default).
+    pub crop: Option<String>,
+}
+
+/// One event per person-visit (track): what stdout, SQLite, MQTT and the webhook receive.
+/// Its fields are the documented event schema (README "Events"); add fields, never rename them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrackEvent {
+    /// `"match"` or `"unknown"`.
+    pub event: TrackDecision,
+    /// False for the one event every track ends with (when it is lost or its source ends); true
+    /// for an early update sent while the track is still open (`events.updates = true`).
+    pub update: bool,
+    /// The camera's configured name.
+    pub camera: String,
+    /// Track number, unique within this run of farsight.
+    pub track: u64,
+    /// The matched identity, or `"unknown"`.
+    pub identity: String,
+    /// Cosine similarity of the best candidate for the fused embedding (null with an empty gallery).
+    pub score: Option<f32>,
+    /// The best gallery candidates, best first.
+    pub candidates: Vec<Candidate>,
+    pub best_shot: BestShot,
+    /// Wall-clock time of the first and last frame the face was seen in, Unix milliseconds.
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// Stream time (seconds) of the first and last sighting: video time for files.
+    pub first_seen_s: f64,
+    pub last_seen_s: f64,
+    /// Frames the face was seen in, and how many of the best of them were fused for the decision.
+    pub frames_seen: u32,
+    pub frames_used: u32,
+}

@@ -14,12 +14,16 @@ pub mod embed;
 pub mod eval;
 pub mod event;
 pub mod export;
+pub mod frame;
 pub mod gallery;
 pub mod geometry;
 pub mod model;
 pub mod recognize;
 pub mod restore;
+pub mod sink;
 pub mod source;
+pub mod stats;
+pub mod track;
 
 pub use config::Config;
 pub use event::FaceEvent;

@@ -1,4 +1,165 @@
-//! Frame sources. Today: image files and folders of images ([`images`]); cameras (V4L2,
-//! GStreamer) join here behind a common `FrameSource` trait with the streaming pipeline.
+//! Frame sources: every camera is a [`FrameSource`]. [`images`] reads a file or a folder of images
+//! as one camera's frames; `gst` (feature `gst`) reads RTSP cameras and video files through
+//! GStreamer; `v4l2` (feature `v4l2`) reads V4L2 devices. [`SourceSpec`] turns a camera's `url`
+//! into the source that serves it; the pipeline's camera thread opens it, pulls frames, and on any
+//! error closes it and reopens it with backoff (a failing camera never ends the process).
 
+#[cfg(feature = "gst")]
+pub mod gst;
 pub mod images;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a source yields when asked for a frame.
+#[derive(Debug)]
+pub enum Pulled {
+    /// A decoded frame, with its presentation time when the stream has one (video files).
+    Frame { image: RgbImage, pts: Option<Duration> },
+    /// Nothing arrived within the timeout; ask again (the caller checks for shutdown in between).
+    Pending,
+    /// A finite source (video file, image folder) has no more frames.
+    End,
+}
+
+/// A camera, video file or image sequence.
+pub trait FrameSource: Send {
+    /// What this source reads, for logs (never includes credentials).
+    fn describe(&self) -> String;
+    /// Opens the device or stream; called again after any error (reconnect).
+    fn open(&mut self) -> Result<(), SourceError>;
+    /// The next frame, waiting at most `timeout`.
+    fn pull(&mut self, timeout: Duration) -> Result<Pulled, SourceError>;
+    /// Releases the device or stream (also before a reopen). Must be safe to call twice.
+    fn close(&mut self);
+}
+
+/// Why a source failed. Every variant is retried by the camera thread, except that a missing
+/// file or an unsupported URL fails the configuration check before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{source_name}: cannot open: {message}")]
+    Open { source_name: String, message: String },
+    #[error("{source_name}: stream error: {message}")]
+    Stream { source_name: String, message: String },
+    #[error("{source_name}: bad frame: {message}")]
+    BadFrame { source_name: String, message: String },
+    #[error("{source_name}: feature `{feature}` is not compiled into this farsight")]
+    NotCompiled { source_name: String, feature: &'static str },
+    #[error(transparent)]
+    Image(#[from] images::ImageError),
+}
+
+/// Pixel formats a V4L2 camera can be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+/// Where a camera's frames come from, parsed from its `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `v4l2:///dev/video0` or a bare `/dev/videoN` path.
+    V4l2 { device: PathBuf },
+    /// `rtsp://` or `rtsps://` camera (credentials may be in the URL).
+    Rtsp { url: String },
+    /// A video file (`file:///...`, or a path that is not an image or folder).
+    Video { path: PathBuf },
+    /// One image file, or a folder of images read in name order.
+    Images { path: PathBuf },
+}
+
+impl SourceSpec {
+    /// Parses a camera URL. Pure: does not look at the file system beyond telling a folder or an
+    /// image file from a video file by its extension.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(rest) = url.strip_prefix("v4l2://") {
+            return if rest.starts_with('/') {
+                Ok(Self::V4l2 { device: PathBuf::from(rest) })
+            } else {
+                Err(format!("{url}: a V4L2 url is v4l2:///dev/videoN"))
+            };
+        }
+        if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            return Ok(Self::Rtsp { url: url.to_owned() });
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!("{url}: a file url needs an absolute path (file:///...)"));
+            }
+            return Ok(Self::classify_path(PathBuf::from(path)));
+        }
+        if url.contains("://") {
+            return Err(format!("{url}: unsupported url scheme (use rtsp://, file://, v4l2:// or a path)"));
+        }
+        if url.is_empty() {
+            return Err("empty camera url".to_owned());
+        }
+        if url.starts_with("/dev/video") {
+            return Ok(Self::V4l2 { device: PathBuf::from(url) });
+        }
+        Ok(Self::classify_path(PathBuf::from(url)))
+    }
+
+    fn classify_path(path: PathBuf) -> Self {
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| images::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if is_image || path.is_dir() {
+            Self::Images { path }
+        } else {
+            Self::Video { path }
+        }
+    }
+
+    /// Live sources (cameras) drop the oldest frame when the pipeline is behind and reconnect when
+    /// they end; finite ones (files, images) block the reader instead and end at their last frame.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::V4l2 { .. } | Self::Rtsp { .. })
+    }
+}
+
+/// `rtsp://user:secret@host/...` → `rtsp://user:***@host/...`, for logs and events.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let user = userinfo.split(':').next().unwrap_or("");
+    let path = path.map(|p| format!("/{p}")).unwrap_or_default();
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_map_to_sources() {
+        assert_eq!(SourceSpec::parse("v4l2:///dev/video2").unwrap(), SourceSpec::V4l2 { device: "/dev/video2".into() });
+        assert_eq!(SourceSpec::parse("/dev/video0").unwrap(), SourceSpec::V4l2 { device: "/dev/video0".into() });
+        assert!(matches!(SourceSpec::parse("rtsp://cam.local:554/stream1").unwrap(), SourceSpec::Rtsp { .. }));
+        assert_eq!(SourceSpec::parse("file:///v/a.mp4").unwrap(), SourceSpec::Video { path: "/v/a.mp4".into() });
+        assert_eq!(SourceSpec::parse("clip.mkv").unwrap(), SourceSpec::Video { path: "clip.mkv".into() });
+        assert_eq!(SourceSpec::parse("face.JPG").unwrap(), SourceSpec::Images { path: "face.JPG".into() });
+        assert!(SourceSpec::parse("http://x/y").is_err());
+        assert!(SourceSpec::parse("file://relative.mp4").is_err());
+        assert!(SourceSpec::parse("v4l2://video0").is_err());
+        assert!(SourceSpec::parse("").is_err());
+        assert!(SourceSpec::parse("rtsp://a/b").unwrap().is_live());
+        assert!(!SourceSpec::parse("a.mp4").unwrap().is_live());
+    }
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1"), "rtsp://admin:***@10.0.0.5:554/s1");
+        assert_eq!(redact_url("rtsp://10.0.0.5/s1"), "rtsp://10.0.0.5/s1");
+        assert_eq!(redact_url("rtsp://u:p@h"), "rtsp://u:***@h");
+    }
+}

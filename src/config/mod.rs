@@ -2,6 +2,13 @@
 //! by a pure [`Config::validate`] before anything is built. `farsight validate --config F` runs the
 //! same checks. Without a file, [`Config::default`] is the embedded default the README demo uses.
 
+mod live;
+
+pub use live::{
+    CameraConfig, CropsConfig, MqttSinkConfig, PipelineConfig, SinksConfig, SqliteSinkConfig, TrackConfig,
+    WebhookSinkConfig,
+};
+
 use crate::detect::DetectorConfig;
 use crate::restore::RestoreKind;
 use serde::{Deserialize, Serialize};
@@ -28,6 +35,13 @@ pub struct Config {
     pub restore: RestoreConfig,
     #[serde(rename = "match")]
     pub matching: MatchConfig,
+    /// The cameras `farsight run` reads (`[[camera]]`); `--source` replaces them.
+    #[serde(rename = "camera", skip_serializing_if = "Vec::is_empty")]
+    pub cameras: Vec<CameraConfig>,
+    pub pipeline: PipelineConfig,
+    pub track: TrackConfig,
+    pub sinks: SinksConfig,
+    pub crops: CropsConfig,
 }
 
 impl Default for Config {
@@ -39,6 +53,11 @@ impl Default for Config {
             detector: DetectorConfig::default(),
             restore: RestoreConfig::default(),
             matching: MatchConfig::default(),
+            cameras: Vec::new(),
+            pipeline: PipelineConfig::default(),
+            track: TrackConfig::default(),
+            sinks: SinksConfig::default(),
+            crops: CropsConfig::default(),
         }
     }
 }
@@ -138,6 +157,8 @@ impl Config {
         if self.matching.top_k == 0 || self.matching.top_k > 100 {
             p.push(format!("match.top_k = {} must be between 1 and 100", self.matching.top_k));
         }
+        live::validate_cameras(&self.cameras, &mut p);
+        live::validate_runtime(&self.pipeline, &self.track, &self.sinks, &self.crops, &mut p);
         p
     }
 }

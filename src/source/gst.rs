@@ -1,0 +1,1 @@
+//! GStreamer source (being written).

@@ -1,0 +1,1 @@
+//! V4L2 source (being written).
