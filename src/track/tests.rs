@@ -1,0 +1,165 @@
+use super::*;
+use crate::embed::{EmbedderId, EMBEDDING_DIM};
+use crate::gallery::{Gallery, NewTemplate};
+use crate::geometry::{Point, Rect};
+
+fn unit(i: usize, mix: f32) -> Vec<f32> {
+    // A unit vector mostly along axis i, tilted towards axis i + 1 by `mix`.
+    let mut v = vec![0.0; EMBEDDING_DIM];
+    v[i] = 1.0;
+    v[(i + 1) % EMBEDDING_DIM] = mix;
+    normalize(v).unwrap()
+}
+
+fn matcher(people: &[(&str, usize)]) -> Matcher {
+    let id = EmbedderId { name: "sface-2021dec".into(), sha256: "x".into() };
+    let mut g = Gallery::open_in_memory(Some(&id)).unwrap();
+    for &(name, axis) in people {
+        g.enroll(name, &id, &[NewTemplate { vector: unit(axis, 0.0), source: "t".into(), face_px: 100.0 }]).unwrap();
+    }
+    Matcher { snapshot: Arc::new(g.snapshot().unwrap()), threshold: 0.363, top_k: 3 }
+}
+
+fn sighting(x: f32, axis: usize, mix: f32, quality: f32) -> Sighting {
+    let rect = Rect { x, y: 100.0, w: 40.0, h: 50.0 };
+    let p = |dx: f32, dy: f32| Point { x: x + dx, y: 100.0 + dy };
+    let face = Face {
+        rect,
+        score: 0.9,
+        landmarks: [p(12.0, 20.0), p(28.0, 20.0), p(20.0, 30.0), p(14.0, 40.0), p(26.0, 40.0)],
+    };
+    Sighting {
+        observation: Observation { face, aligned_px: 50.0, restorer: None, embedding: unit(axis, mix) },
+        quality,
+        crop: None,
+    }
+}
+
+fn stamp(seq: u64) -> FrameStamp {
+    FrameStamp { seq, ts: Duration::from_millis(100 * seq), wall: SystemTime::now() }
+}
+
+fn config() -> TrackConfig {
+    TrackConfig::default()
+}
+
+#[test]
+fn one_person_walking_past_is_one_event() {
+    let m = matcher(&[("alice", 0), ("bob", 5)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    for seq in 0..50 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(10.0 + 4.0 * seq as f32, 0, 0.3, 0.5)], &m));
+    }
+    assert!(events.is_empty(), "no event while the track is open");
+    // Two seconds without the face closes the track.
+    events.extend(t.update(&cam, stamp(70), vec![], &m));
+    assert_eq!(events.len(), 1);
+    let e = &events[0].event;
+    assert_eq!((e.event, e.identity.as_str(), e.update), (TrackDecision::Match, "alice", false));
+    assert_eq!(e.frames_seen, 50);
+    assert_eq!(e.frames_used, 5);
+    assert_eq!(t.open_tracks(), 0);
+}
+
+#[test]
+fn a_stranger_is_one_unknown_event_not_fifty() {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    for seq in 0..50 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(200.0, 9, 0.0, 0.5)], &m));
+    }
+    events.extend(t.end_camera(&cam, &m));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.event, TrackDecision::Unknown);
+    assert_eq!(events[0].event.identity, UNKNOWN);
+}
+
+#[test]
+fn two_people_side_by_side_keep_their_own_tracks() {
+    let m = matcher(&[("alice", 0), ("bob", 5)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    for seq in 0..20 {
+        let x = 4.0 * seq as f32;
+        t.update(&cam, stamp(seq), vec![sighting(x, 0, 0.2, 0.5), sighting(x + 300.0, 5, 0.2, 0.5)], &m);
+    }
+    let mut names: Vec<String> = t.close_all(&m).into_iter().map(|e| e.event.identity).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+}
+
+#[test]
+fn a_face_that_jumps_further_than_its_box_is_followed_by_its_embedding() {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    t.update(&cam, stamp(0), vec![sighting(100.0, 0, 0.1, 0.5)], &m);
+    // 60 px to the right: no overlap with a 40 px box, but the same person (and within max_jump).
+    t.update(&cam, stamp(1), vec![sighting(160.0, 0, 0.1, 0.5)], &m);
+    // Someone else appears at the same distance: a new track.
+    t.update(&cam, stamp(2), vec![sighting(220.0, 7, 0.0, 0.5)], &m);
+    let events = t.close_all(&m);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event.frames_seen, 2);
+}
+
+#[test]
+fn the_best_shots_decide_and_blurry_frames_do_not() {
+    let m = matcher(&[("alice", 0), ("bob", 1)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(TrackConfig { best_shots: 3, ..config() });
+    // Three sharp shots of alice, then many poor frames leaning towards bob.
+    for seq in 0..3 {
+        t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 0.2, 0.9)], &m);
+    }
+    for seq in 3..30 {
+        t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 1.5, 0.1)], &m);
+    }
+    let e = &t.close_all(&m)[0].event;
+    assert_eq!(e.identity, "alice");
+    assert_eq!(e.frames_used, 3);
+    assert!((e.best_shot.quality - 0.9).abs() < 1e-6);
+}
+
+#[test]
+fn updates_announce_a_match_once_and_short_tracks_are_discarded() {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(TrackConfig { updates: true, min_frames: 3, ..config() });
+    let mut events = Vec::new();
+    for seq in 0..10 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 0.1, 0.5)], &m));
+    }
+    assert_eq!(events.len(), 1, "one early update");
+    assert!(events[0].event.update && events[0].event.event == TrackDecision::Match);
+    // A one-frame blip elsewhere is dropped as noise at close.
+    events.extend(t.update(&cam, stamp(10), vec![sighting(900.0, 9, 0.0, 0.5)], &m));
+    events.extend(t.close_all(&m));
+    assert_eq!(events.len(), 2);
+    assert!(!events[1].event.update);
+    assert_eq!(t.discarded, 1);
+}
+
+#[test]
+fn quality_prefers_large_sharp_frontal_faces() {
+    let s = sighting(0.0, 0, 0.0, 0.0);
+    let face = s.observation.face;
+    let sharp =
+        RgbImage::from_fn(
+            112,
+            112,
+            |x, y| if (x / 4 + y / 4) % 2 == 0 { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) },
+        );
+    let flat = RgbImage::from_pixel(112, 112, image::Rgb([128; 3]));
+    let big_sharp = quality(&face, 112.0, &sharp);
+    assert!(big_sharp > quality(&face, 112.0, &flat));
+    assert!(big_sharp > quality(&face, 20.0, &sharp));
+    let mut turned = face;
+    turned.landmarks[2].x += 10.0;
+    assert!(big_sharp > quality(&turned, 112.0, &sharp));
+    assert!((0.0..=1.0).contains(&big_sharp));
+}
