@@ -87,10 +87,16 @@ impl Recognizer {
     /// Detects every face in `frame` and embeds each one. A face that cannot be aligned is
     /// skipped with a warning; a model failure is an error.
     pub fn observe(&self, frame: &RgbImage) -> Result<Vec<Observation>, RecognizeError> {
+        Ok(self.observe_aligned(frame)?.into_iter().map(|(o, _)| o).collect())
+    }
+
+    /// [`Recognizer::observe`], also returning each face's aligned 112x112 crop (what the
+    /// embedder saw), for quality scoring and best-shot crops.
+    pub fn observe_aligned(&self, frame: &RgbImage) -> Result<Vec<(Observation, RgbImage)>, RecognizeError> {
         let faces = self.detector.detect(frame)?;
         let mut out = Vec::with_capacity(faces.len());
         for face in faces {
-            match self.embed_face(frame, &face) {
+            match self.embed_face_aligned(frame, &face) {
                 Ok(o) => out.push(o),
                 Err(RecognizeError::Degenerate) => {
                     log::warn!("skipping a face with degenerate landmarks at {:?}", face.rect)
@@ -103,11 +109,15 @@ impl Recognizer {
 
     /// Aligns, restores when small, and embeds one detected face.
     pub fn embed_face(&self, frame: &RgbImage, face: &Face) -> Result<Observation, RecognizeError> {
+        Ok(self.embed_face_aligned(frame, face)?.0)
+    }
+
+    fn embed_face_aligned(&self, frame: &RgbImage, face: &Face) -> Result<(Observation, RgbImage), RecognizeError> {
         let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
         let aligned_px = alignment.native_size();
         let (aligned, restorer) = self.aligned_face(frame, &alignment, self.restorer.as_ref())?;
         let embedding = self.embedder.embed(&aligned)?;
-        Ok(Observation { face: *face, aligned_px, restorer, embedding })
+        Ok((Observation { face: *face, aligned_px, restorer, embedding }, aligned))
     }
 
     /// The 112x112 face the embedder sees: warped straight to 112 when the face is at least

@@ -181,6 +181,7 @@ impl Gallery {
                 params![id, embedder.name, embedder.sha256, t.vector.len() as i64, blob, t.source, t.face_px as f64, now],
             )?;
         }
+        bump_generation(&tx)?;
         tx.commit()?;
         Ok(existing.is_none())
     }
@@ -205,10 +206,12 @@ impl Gallery {
 
     /// Deletes an identity and all its templates.
     pub fn remove(&mut self, name: &str) -> Result<(), GalleryError> {
-        let n = self.conn.execute("DELETE FROM identities WHERE name = ?1", [name])?;
-        if n == 0 {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if tx.execute("DELETE FROM identities WHERE name = ?1", [name])? == 0 {
             return Err(GalleryError::UnknownIdentity(name.to_owned()));
         }
+        bump_generation(&tx)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -224,8 +227,24 @@ impl Gallery {
         if tx.execute("UPDATE identities SET name = ?2 WHERE name = ?1", [from, to])? == 0 {
             return Err(GalleryError::UnknownIdentity(from.to_owned()));
         }
+        bump_generation(&tx)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// A number that changes whenever an enroll, remove or rename commits, in this process or
+    /// another: a running pipeline compares it to decide when to reload its snapshot. (SQLite's
+    /// `data_version` alone would also change on every event the SQLite sink writes.)
+    pub fn generation(&self) -> Result<i64, GalleryError> {
+        let v: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0)).optional()?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// SQLite's `data_version`: changes when another connection commits anything. Cheap to poll;
+    /// check [`Gallery::generation`] when it moves.
+    pub fn data_version(&self) -> Result<i64, GalleryError> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// Loads every template into an immutable matrix for matching.
@@ -333,6 +352,17 @@ fn create_private_file(path: &Path) -> Result<(), GalleryError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     opts.open(path).map(drop).map_err(err)
+}
+
+/// Counts a change of identities or templates (see [`Gallery::generation`]); inside the change's
+/// transaction, so readers never see the new generation without the change.
+fn bump_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('generation', '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        [],
+    )?;
+    Ok(())
 }
 
 fn unix_now() -> i64 {

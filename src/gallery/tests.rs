@@ -120,3 +120,21 @@ fn a_foreign_digest_with_multibyte_characters_gives_the_message_not_a_panic() {
     let err = g.check_embedder(&id("aaaa")).unwrap_err();
     assert!(err.to_string().contains("re-enroll"), "{err}");
 }
+
+#[test]
+fn another_connections_changes_bump_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let mut writer = Gallery::open(&path, OpenMode::CreateIfMissing, None).unwrap();
+    let reader = Gallery::open(&path, OpenMode::MustExist, None).unwrap();
+    let (g0, v0) = (reader.generation().unwrap(), reader.data_version().unwrap());
+    writer.enroll("ann", &id("a"), &[template(unit(1))]).unwrap();
+    let g1 = reader.generation().unwrap();
+    assert!(g1 > g0 && reader.data_version().unwrap() != v0);
+    writer.rename("ann", "anna").unwrap();
+    let g2 = reader.generation().unwrap();
+    assert!(g2 > g1);
+    writer.remove("anna").unwrap();
+    assert!(reader.generation().unwrap() > g2);
+    assert!(writer.remove("nobody").is_err());
+}
