@@ -18,6 +18,7 @@ pub mod frame;
 pub mod gallery;
 pub mod geometry;
 pub mod model;
+pub mod pipeline;
 pub mod recognize;
 pub mod restore;
 pub mod sink;

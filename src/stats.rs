@@ -2,7 +2,7 @@
 //! Lock-free to update from any thread; [`StageStats::snapshot`] reads them for the periodic log
 //! line, the status file (`farsight status`) and the end-of-run summary.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ pub struct StageStats {
 }
 
 /// A point-in-time copy of a stage's counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageSnapshot {
     pub name: String,
     #[serde(rename = "in")]

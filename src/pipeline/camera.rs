@@ -1,0 +1,208 @@
+//! The camera thread: opens its [`FrameSource`], pulls frames and queues them for recognition
+//! until the source ends or shutdown is asked for. A live source that errors, ends or stalls is
+//! closed and reopened with exponential backoff (1 s doubling to 30 s, reset by a frame) and never
+//! ends the process; a finite source that cannot be opened is retried three times, then given up.
+//!
+//! Queue policy: a live camera whose queue is full drops the OLDEST queued frame (fresh frames beat
+//! complete history) and counts it; a finite source waits for room (back-pressure), so a video
+//! file is processed completely however slow the pipeline is.
+
+use super::CameraMsg;
+use crate::config::CameraConfig;
+use crate::frame::Frame;
+use crate::source::{FrameSource, Pulled, SourceError};
+use crate::stats::StageStats;
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const PULL_TIMEOUT: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const FINITE_OPEN_ATTEMPTS: u32 = 3;
+
+/// How a camera thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraEnd {
+    /// The source ran out of frames (video EOS, last image).
+    Finished,
+    /// Shutdown was requested.
+    Stopped,
+    /// A finite source failed for good (missing or unreadable file).
+    Failed,
+}
+
+pub(super) struct CameraThread {
+    pub config: CameraConfig,
+    pub name: Arc<str>,
+    pub source: Box<dyn FrameSource>,
+    pub tx: Sender<CameraMsg>,
+    /// A receiver of the camera's own queue, to drop its oldest frame when full.
+    pub own_rx: Receiver<CameraMsg>,
+    pub stats: Arc<StageStats>,
+    pub stop: Arc<AtomicBool>,
+    /// Stream time of live cameras is measured from here (shared by all cameras).
+    pub epoch: Instant,
+}
+
+impl CameraThread {
+    pub fn run(mut self) -> CameraEnd {
+        let live = self.config.is_live();
+        let what = self.source.describe();
+        let stall = Duration::from_secs_f32(self.config.stall_timeout_s);
+        let interval = Duration::from_millis(self.config.frame_interval_ms);
+        let mut backoff = Duration::from_secs(1);
+        let mut seq = 0u64;
+        let mut delivered = 0u64;
+        let mut popped = 0u64;
+        let mut failed_opens = 0u32;
+        let end = 'session: loop {
+            if self.stopping() {
+                break CameraEnd::Stopped;
+            }
+            if let Err(e) = self.source.open() {
+                self.stats.count_error();
+                failed_opens += 1;
+                if !live && failed_opens >= FINITE_OPEN_ATTEMPTS {
+                    log::error!("camera {}: giving up after {failed_opens} attempts: {e}", self.name);
+                    break CameraEnd::Failed;
+                }
+                log::warn!("camera {}: {e}; retrying in {:.0?}", self.name, backoff);
+                if !self.sleep(backoff) {
+                    break CameraEnd::Stopped;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            log::info!("camera {}: reading {what}", self.name);
+            let mut last_frame = Instant::now();
+            let reason = loop {
+                if self.stopping() {
+                    break Err(CameraEnd::Stopped);
+                }
+                match self.source.pull(PULL_TIMEOUT) {
+                    Ok(Pulled::Frame { image, pts }) => {
+                        let captured = Instant::now();
+                        last_frame = captured;
+                        backoff = Duration::from_secs(1);
+                        failed_opens = 0;
+                        self.stats.count_in();
+                        let ts = if live {
+                            captured.duration_since(self.epoch)
+                        } else {
+                            pts.unwrap_or(interval * seq.min(u64::from(u32::MAX)) as u32)
+                        };
+                        let frame =
+                            Frame { camera: self.name.clone(), seq, captured, wall: SystemTime::now(), ts, image };
+                        seq += 1;
+                        match self.enqueue(frame, live, &mut popped) {
+                            Some(true) => delivered += 1,
+                            Some(false) => {}
+                            None => break Err(CameraEnd::Stopped),
+                        }
+                    }
+                    Ok(Pulled::Pending) => {
+                        if live && last_frame.elapsed() > stall {
+                            break Ok(format!("no frame for {:.0?}", last_frame.elapsed()));
+                        }
+                    }
+                    Ok(Pulled::End) if live => break Ok("the stream ended".to_owned()),
+                    Ok(Pulled::End) => break Err(CameraEnd::Finished),
+                    Err(SourceError::BadFrame { message, .. }) => {
+                        self.stats.count_error();
+                        log::warn!("camera {}: skipping a bad frame: {message}", self.name);
+                    }
+                    Err(SourceError::Image(e)) => {
+                        self.stats.count_error();
+                        log::warn!("camera {}: skipping a bad image: {e}", self.name);
+                    }
+                    Err(e) if live => break Ok(e.to_string()),
+                    Err(e) => {
+                        self.stats.count_error();
+                        log::error!("camera {}: {e}", self.name);
+                        break Err(CameraEnd::Failed);
+                    }
+                }
+            };
+            self.source.close();
+            match reason {
+                Err(end) => break 'session end,
+                Ok(why) => {
+                    self.stats.count_error();
+                    log::warn!("camera {}: {why}; reconnecting in {:.0?}", self.name, backoff);
+                    if !self.sleep(backoff) {
+                        break CameraEnd::Stopped;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        self.source.close();
+        // Tell the tracker how many frames to wait for before closing this camera's tracks.
+        // If recognition already stopped there is nobody to tell, which is fine.
+        let _ = self.tx.send(CameraMsg::End { camera: self.name.clone(), delivered: delivered - popped });
+        log::info!("camera {}: {end:?} after {seq} frames", self.name);
+        end
+    }
+
+    /// Queues a frame: `Some(true)` when queued, `Some(false)` when dropped, `None` when
+    /// recognition has gone (shutdown) or shutdown was asked while waiting. Queued frames dropped
+    /// to make room are added to `popped`.
+    fn enqueue(&self, frame: Frame, live: bool, popped: &mut u64) -> Option<bool> {
+        if live {
+            match self.tx.try_send(CameraMsg::Frame(frame)) {
+                Ok(()) => {
+                    self.stats.count_out();
+                    Some(true)
+                }
+                Err(TrySendError::Full(msg)) => {
+                    // Make room by dropping the oldest queued frame, then queue the fresh one.
+                    if let Ok(CameraMsg::Frame(_)) = self.own_rx.try_recv() {
+                        self.stats.count_dropped();
+                        *popped += 1;
+                    }
+                    match self.tx.try_send(msg) {
+                        Ok(()) => {
+                            self.stats.count_out();
+                            Some(true)
+                        }
+                        Err(TrySendError::Full(_)) => {
+                            self.stats.count_dropped();
+                            Some(false)
+                        }
+                        Err(TrySendError::Disconnected(_)) => None,
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => None,
+            }
+        } else {
+            let mut msg = CameraMsg::Frame(frame);
+            loop {
+                match self.tx.send_timeout(msg, PULL_TIMEOUT) {
+                    Ok(()) => {
+                        self.stats.count_out();
+                        return Some(true);
+                    }
+                    Err(SendTimeoutError::Timeout(m)) if !self.stopping() => msg = m,
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps in short slices; false when shutdown was asked meanwhile.
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopping() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+        !self.stopping()
+    }
+}
