@@ -23,13 +23,31 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Recognise every face in an image or a folder of images: one JSON event per face on stdout.
+    /// Read the cameras continuously and send one event per person-visit (track) to the sinks
+    /// (stdout JSON lines by default). Files end at their last frame; cameras run until SIGINT or
+    /// SIGTERM, then the pipeline drains and the sinks flush.
     Run {
-        /// Image file or folder (read in name order). Default: the bundled samples/ folder.
+        /// A camera url or path (rtsp://..., file:///video.mp4, v4l2:///dev/video0, an image or a
+        /// folder of images), instead of the config's cameras; repeatable. Default without a
+        /// config: the bundled samples/ folder.
         #[arg(long)]
-        source: Option<PathBuf>,
+        source: Vec<String>,
         #[arg(long)]
         gallery: Option<PathBuf>,
+        /// Treat --source as live (drop frames when behind) even if it is a file: simulates a
+        /// camera from a recording.
+        #[arg(long)]
+        live: bool,
+        /// Write the run's final counters (frames, drops, latency p50/p99, peak RSS) to this JSON
+        /// file at the end (for benchmarks).
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
+    /// Show a running (or finished) farsight's counters from its status file.
+    Status {
+        /// Status file (default: pipeline.status_file, else <gallery>.status.json).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
     /// Add an identity (or more photos of one) to the gallery; each image must show one face.
     Enroll {

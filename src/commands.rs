@@ -19,7 +19,10 @@ pub fn run(cli: Cli) -> Result<()> {
         None => Config::default(),
     };
     match cli.command {
-        Command::Run { source, gallery } => run_images(&config, source, gallery),
+        Command::Run { source, gallery, live, summary } => {
+            crate::live::run(config, source, gallery, live, summary.as_deref())
+        }
+        Command::Status { file } => crate::live::status(&config, file),
         Command::Enroll { gallery, name, largest, images } => enroll(&config, gallery, &name, largest, &images),
         Command::Gallery { gallery, action } => gallery_admin(&config, gallery, action),
         Command::Identify { gallery, images } => identify(&config, gallery, &images),
@@ -88,55 +91,6 @@ fn emit(out: &mut impl Write, line: &str) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e).context("writing to stdout"),
     }
-}
-
-fn run_images(config: &Config, source: Option<PathBuf>, gallery: Option<PathBuf>) -> Result<()> {
-    let source = source.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples")));
-    if !source.exists() {
-        bail!("source {} does not exist (the bundled samples come from `scripts/fetch-samples.sh`)", source.display());
-    }
-    let files = images::list(&source)?;
-    let rec = load_recognizer(config)?;
-    let snapshot = snapshot_or_empty(&gallery_path(config, gallery), rec.embedder().id())?;
-    log::info!(
-        "{} identities, {} templates; {} images from {}",
-        snapshot.identities(),
-        snapshot.templates(),
-        files.len(),
-        source.display()
-    );
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let (mut faces, mut bad) = (0usize, 0usize);
-    for (frame, path) in files.iter().enumerate() {
-        let img = match images::load(path) {
-            Ok(img) => img,
-            Err(e) => {
-                log::warn!("skipping bad image: {e}");
-                bad += 1;
-                continue;
-            }
-        };
-        let observations = match rec.observe(&img) {
-            Ok(o) => o,
-            Err(e) => {
-                log::warn!("skipping {}: {e}", path.display());
-                bad += 1;
-                continue;
-            }
-        };
-        for obs in &observations {
-            let m = &config.matching;
-            let event = to_event(obs, &snapshot, m.threshold, m.top_k, &path.display().to_string(), frame as u64);
-            if !emit(&mut out, &serde_json::to_string(&event)?)? {
-                return Ok(());
-            }
-            faces += 1;
-        }
-    }
-    out.flush().ok();
-    log::info!("{} images, {faces} faces, {bad} bad images skipped", files.len());
-    Ok(())
 }
 
 fn enroll(config: &Config, gallery: Option<PathBuf>, name: &str, largest: bool, paths: &[PathBuf]) -> Result<()> {

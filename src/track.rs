@@ -244,7 +244,8 @@ impl Tracker {
                 let jump = ((a.x + a.w / 2.0 - b.x - b.w / 2.0).powi(2) + (a.y + a.h / 2.0 - b.y - b.h / 2.0).powi(2))
                     .sqrt()
                     / a.w.max(b.w).max(1.0);
-                if iou >= self.config.iou_min || (sim >= self.config.similarity_min && jump <= self.config.max_jump) {
+                let overlaps = iou >= self.config.iou_min && sim >= self.config.overlap_similarity_min;
+                if overlaps || (sim >= self.config.similarity_min && jump <= self.config.max_jump) {
                     pairs.push((iou + sim, ti, si));
                 }
             }

@@ -115,6 +115,9 @@ impl Default for PipelineConfig {
 pub struct TrackConfig {
     /// A face continues a track when its box overlaps the track's last box by at least this IoU...
     pub iou_min: f32,
+    /// ...and its embedding is at least this similar to the track's (an overlapping box that
+    /// shows a clearly different face starts a new track)...
+    pub overlap_similarity_min: f32,
     /// ...or when its embedding is at least this similar to the track's fused embedding and its
     /// box is within `max_jump` box widths of the last one.
     pub similarity_min: f32,
@@ -134,6 +137,7 @@ impl Default for TrackConfig {
     fn default() -> Self {
         Self {
             iou_min: 0.3,
+            overlap_similarity_min: 0.2,
             similarity_min: 0.5,
             max_jump: 2.0,
             lost_after_s: 1.5,
@@ -312,6 +316,9 @@ pub(super) fn validate_runtime(
     }
     if !(0.0..=1.0).contains(&track.iou_min) {
         p.push(format!("track.iou_min = {} must be in [0, 1]", track.iou_min));
+    }
+    if !(-1.0..=1.0).contains(&track.overlap_similarity_min) {
+        p.push(format!("track.overlap_similarity_min = {} must be in [-1, 1]", track.overlap_similarity_min));
     }
     if !(-1.0..=1.0).contains(&track.similarity_min) {
         p.push(format!("track.similarity_min = {} must be in [-1, 1]", track.similarity_min));

@@ -93,6 +93,17 @@ fn two_people_side_by_side_keep_their_own_tracks() {
 }
 
 #[test]
+fn a_different_face_in_the_same_place_starts_a_new_track() {
+    let m = matcher(&[("alice", 0), ("bob", 5)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    t.update(&cam, stamp(0), vec![sighting(100.0, 0, 0.1, 0.5)], &m);
+    t.update(&cam, stamp(1), vec![sighting(100.0, 5, 0.1, 0.5)], &m);
+    let names: Vec<String> = t.close_all(&m).into_iter().map(|e| e.event.identity).collect();
+    assert_eq!(names, ["alice", "bob"]);
+}
+
+#[test]
 fn a_face_that_jumps_further_than_its_box_is_followed_by_its_embedding() {
     let m = matcher(&[("alice", 0)]);
     let cam: Arc<str> = "door".into();

@@ -7,4 +7,5 @@ mod common;
 mod eval_cli;
 mod export;
 mod golden;
+mod live;
 mod recognition;

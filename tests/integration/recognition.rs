@@ -103,21 +103,29 @@ fn cli_enroll_identify_and_run_emit_json_events() {
     assert_eq!(list[0]["name"], "Tony Blair");
     assert_eq!(list[0]["templates"], 2);
 
-    // A folder as one camera: a held-back photo of him and a stranger.
+    // A folder as one camera (one image a second): a held-back photo of him in three frames, then
+    // a stranger. Each person-visit is one event, not one per frame.
     let frames = dir.path().join("frames");
     std::fs::create_dir(&frames).unwrap();
-    std::fs::copy(lfw_image("Tony_Blair", 3), frames.join("a.jpg")).unwrap();
-    std::fs::copy(lfw_image("Gerhard_Schroeder", 1), frames.join("b.jpg")).unwrap();
+    for name in ["a.jpg", "b.jpg", "c.jpg"] {
+        std::fs::copy(lfw_image("Tony_Blair", 3), frames.join(name)).unwrap();
+    }
+    std::fs::copy(lfw_image("Gerhard_Schroeder", 1), frames.join("d.jpg")).unwrap();
     let run = farsight(&["run", "--gallery", g, "--source", frames.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
     let events: Vec<serde_json::Value> =
         String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let in_frame = |f: u64| events.iter().filter(move |e| e["frame"] == f);
-    assert!(in_frame(0).any(|e| e["identity"] == "Tony Blair" && e["matched"] == true), "{events:#?}");
-    assert!(in_frame(1).all(|e| e["identity"] == "unknown"), "{events:#?}");
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!((&events[0]["event"], &events[0]["identity"]), (&"match".into(), &"Tony Blair".into()));
+    assert_eq!(events[0]["frames_seen"], 3);
+    assert_eq!((&events[1]["event"], &events[1]["identity"]), (&"unknown".into(), &"unknown".into()));
+    assert_eq!(events[1]["best_shot"]["frame"], 3);
     for e in &events {
-        for key in ["source", "score", "box", "face_px", "restored", "detector_score", "candidates"] {
+        for key in ["camera", "track", "score", "candidates", "first_seen_ms", "last_seen_ms", "frames_used"] {
             assert!(e.get(key).is_some(), "event lacks {key}: {e}");
+        }
+        for key in ["box", "face_px", "aligned_px", "restored", "detector_score", "quality"] {
+            assert!(e["best_shot"].get(key).is_some(), "best shot lacks {key}: {e}");
         }
     }
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Debian packages farsight needs to build (GStreamer and V4L2 features) and to run its tests (a
+# loopback RTSP server, a mosquitto broker, x264 to encode test videos). Idempotent; needs root.
+set -euo pipefail
+packages=(
+  pkg-config libclang-dev                                  # v4l's bindgen
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev      # gstreamer-rs
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good       # decodebin, appsink, rtspsrc, qtdemux
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly        # h264parse, x264enc (test videos)
+  gstreamer1.0-libav gstreamer1.0-tools                     # avdec_h264, gst-launch-1.0
+  gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi   # the tests' RTSP server
+  mosquitto                                                 # the tests' MQTT broker
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
