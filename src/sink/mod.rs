@@ -49,13 +49,28 @@ pub trait EventSink: Send {
 pub enum SinkError {
     /// Worth retrying: a broker or server down, a timeout, a 5xx.
     #[error("{sink}: {message}")]
-    Transient { sink: &'static str, message: String },
+    Transient {
+        /// The sink's name.
+        sink: &'static str,
+        /// What went wrong, for the log.
+        message: String,
+    },
     /// Retrying cannot help: a 4xx answer, an event the receiver refuses, a closed stdout.
     #[error("{sink}: {message} (not retried)")]
-    Permanent { sink: &'static str, message: String },
+    Permanent {
+        /// The sink's name.
+        sink: &'static str,
+        /// What went wrong, for the log.
+        message: String,
+    },
     /// The sink could not be built from its configuration (checked at start).
     #[error("{sink}: {message}")]
-    Config { sink: &'static str, message: String },
+    Config {
+        /// The sink's name.
+        sink: &'static str,
+        /// What went wrong, for the log.
+        message: String,
+    },
 }
 
 /// How many events one sink delivered and dropped, from [`Sinks::close`].

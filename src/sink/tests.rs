@@ -70,10 +70,13 @@ fn transient() -> Option<SinkError> {
     Some(SinkError::Transient { sink: "scripted", message: "down".into() })
 }
 
-fn scripted(script: Vec<Option<SinkError>>) -> (Box<dyn EventSink>, Arc<Mutex<Vec<u64>>>, Arc<Mutex<u32>>) {
+/// The tracks a [`Scripted`] sink delivered, and how many deliveries it was asked for.
+type Delivered = (Arc<Mutex<Vec<u64>>>, Arc<Mutex<u32>>);
+
+fn scripted(script: Vec<Option<SinkError>>) -> (Box<dyn EventSink>, Delivered) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let attempts = Arc::new(Mutex::new(0));
-    (Box::new(Scripted { script, got: got.clone(), attempts: attempts.clone() }), got, attempts)
+    (Box::new(Scripted { script, got: got.clone(), attempts: attempts.clone() }), (got, attempts))
 }
 
 fn config(retries: u32, backoff_ms: u64) -> SinksConfig {
@@ -82,7 +85,7 @@ fn config(retries: u32, backoff_ms: u64) -> SinksConfig {
 
 #[test]
 fn transient_failures_are_retried_until_delivered() {
-    let (sink, got, attempts) = scripted(vec![transient(), transient()]);
+    let (sink, (got, attempts)) = scripted(vec![transient(), transient()]);
     let sinks = Sinks::from_sinks(vec![sink], &config(3, 1)).unwrap();
     assert_eq!(sinks.names(), vec!["scripted"]);
     sinks.publish(event("door", 1));
@@ -100,7 +103,7 @@ fn transient_failures_are_retried_until_delivered() {
 #[test]
 fn a_permanent_failure_is_not_retried() {
     let permanent = Some(SinkError::Permanent { sink: "scripted", message: "refused".into() });
-    let (sink, got, attempts) = scripted(vec![permanent]);
+    let (sink, (got, attempts)) = scripted(vec![permanent]);
     let sinks = Sinks::from_sinks(vec![sink], &config(5, 1)).unwrap();
     sinks.publish(event("door", 1));
     sinks.publish(event("door", 2));
@@ -112,7 +115,7 @@ fn a_permanent_failure_is_not_retried() {
 
 #[test]
 fn retries_give_up_after_the_configured_count() {
-    let (sink, got, attempts) = scripted(vec![transient(), transient(), transient()]);
+    let (sink, (got, attempts)) = scripted(vec![transient(), transient(), transient()]);
     let sinks = Sinks::from_sinks(vec![sink], &config(2, 1)).unwrap();
     sinks.publish(event("door", 1));
     let summary = sinks.close(Duration::from_secs(5));
@@ -123,7 +126,7 @@ fn retries_give_up_after_the_configured_count() {
 
 #[test]
 fn close_cuts_a_long_backoff_short_and_counts_what_is_left() {
-    let (sink, got, _) = scripted((0..100).map(|_| transient()).collect());
+    let (sink, (got, _)) = scripted((0..100).map(|_| transient()).collect());
     // A 60 s backoff: without the shared deadline this would hold shutdown for minutes.
     let sinks = Sinks::from_sinks(vec![sink], &config(100, 60_000)).unwrap();
     for track in 0..5 {

@@ -8,3 +8,4 @@ mod eval_cli;
 mod export;
 mod golden;
 mod recognition;
+mod sinks;
