@@ -166,7 +166,10 @@ impl Sinks {
         }
     }
 
-    /// The counters of every sink (named `sink-<name>`), in start order.
+    /// The counters of every sink (named `sink-<name>`), in start order: `in` events offered by
+    /// [`publish`](Sinks::publish), `out` delivered (MQTT: accepted by the client), `dropped`
+    /// (full queue, failed, past the deadline, unacknowledged at close), `errors` failed attempts,
+    /// and the latency from `publish` to delivery.
     pub fn stats(&self) -> Vec<Arc<StageStats>> {
         self.lanes.iter().map(|l| l.stats.clone()).collect()
     }

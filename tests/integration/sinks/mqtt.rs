@@ -59,7 +59,12 @@ impl Broker {
 
     /// SIGTERM (mosquitto saves its persistence file) and wait for the exit.
     fn stop(mut self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        // SIGTERM, not Child::kill's SIGKILL: only a clean exit writes the persistence file.
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("the MQTT restart test stops mosquitto with `kill` (Debian package procps)");
         assert!(status.success());
         wait_until(Duration::from_secs(5), "mosquitto to exit", || self.child.try_wait().unwrap().is_some());
     }
