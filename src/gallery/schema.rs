@@ -25,6 +25,22 @@ const MIGRATIONS: &[&str] = &[
          created_at INTEGER NOT NULL
      ) STRICT;
      CREATE INDEX templates_by_identity ON templates(identity_id);",
+    // 1 -> 2: the SQLite sink's events (one row per track event; `json` holds the whole event).
+    "CREATE TABLE events (
+         id INTEGER PRIMARY KEY,
+         camera TEXT NOT NULL,
+         track INTEGER NOT NULL,
+         event TEXT NOT NULL CHECK (event IN ('match', 'unknown')),
+         identity TEXT NOT NULL,
+         score REAL,
+         is_update INTEGER NOT NULL,
+         first_seen_ms INTEGER NOT NULL,
+         last_seen_ms INTEGER NOT NULL,
+         frames_seen INTEGER NOT NULL,
+         face_px REAL NOT NULL,
+         json TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX events_by_last_seen ON events(last_seen_ms);",
 ];
 
 /// The schema version this build writes.
@@ -73,6 +89,21 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
         let tables: i64 =
             conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
-        assert_eq!(tables, 3);
+        assert_eq!(tables, 4);
+    }
+
+    #[test]
+    fn migrates_a_version_1_gallery_keeping_its_identities() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')", []).unwrap();
+        conn.execute("INSERT INTO identities (name, created_at) VALUES ('ada', 0)", []).unwrap();
+        assert_eq!(version(&conn).unwrap(), 1);
+        migrate(&conn, 1).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
+        let names: i64 = conn.query_row("SELECT COUNT(*) FROM identities", [], |r| r.get(0)).unwrap();
+        assert_eq!(names, 1);
+        let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(events, 0);
     }
 }

@@ -9,3 +9,4 @@ mod export;
 mod golden;
 mod live;
 mod recognition;
+mod sinks;
