@@ -9,7 +9,7 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly        # h264parse, x264enc (test videos)
   gstreamer1.0-libav gstreamer1.0-tools                     # avdec_h264, gst-launch-1.0
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi   # the tests' RTSP server
-  mosquitto                                                 # the tests' MQTT broker
+  mosquitto procps                                          # the tests' MQTT broker; kill
 )
 missing=()
 for p in "${packages[@]}"; do

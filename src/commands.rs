@@ -4,13 +4,11 @@
 use crate::cli::{Cli, Command, GalleryAction};
 use anyhow::{bail, Context, Result};
 use farsight::detect::{Detector, DetectorConfig, DetectorKind};
-use farsight::embed::EmbedderId;
 use farsight::eval::{self, EvalOptions};
 use farsight::gallery::NewTemplate;
 use farsight::recognize::{to_event, Recognizer};
 use farsight::source::images;
-use farsight::{Config, Gallery, OpenMode, Snapshot};
-use std::io::Write;
+use farsight::{Config, Gallery, OpenMode};
 use std::path::{Path, PathBuf};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -70,27 +68,6 @@ fn load_recognizer(config: &Config) -> Result<Recognizer> {
 
 fn gallery_path(config: &Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| config.gallery.clone())
-}
-
-/// The gallery's snapshot, or an empty one (with a warning) when no gallery exists yet.
-fn snapshot_or_empty(path: &Path, embedder: &EmbedderId) -> Result<Snapshot> {
-    match Gallery::open(path, OpenMode::MustExist, Some(embedder)) {
-        Ok(g) => Ok(g.snapshot()?),
-        Err(farsight::gallery::GalleryError::Missing { .. }) => {
-            log::warn!("gallery {} does not exist yet: every face will be reported unknown", path.display());
-            Ok(Snapshot::default())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes one line to stdout; a closed pipe (`| head`) ends the command quietly.
-fn emit(out: &mut impl Write, line: &str) -> Result<bool> {
-    match writeln!(out, "{line}") {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("writing to stdout"),
-    }
 }
 
 fn enroll(config: &Config, gallery: Option<PathBuf>, name: &str, largest: bool, paths: &[PathBuf]) -> Result<()> {

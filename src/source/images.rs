@@ -2,8 +2,10 @@
 //! failures are typed ([`ImageError`]) and name the file, so callers can log, count and skip a bad
 //! image without stopping, or refuse it outright (`enroll`).
 
+use super::{FrameSource, Pulled, SourceError};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// File extensions treated as images when listing a folder.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp"];
@@ -74,6 +76,48 @@ pub fn list(path: &Path) -> Result<Vec<PathBuf>, ImageError> {
     Ok(files)
 }
 
+/// An image file or a folder of images read as one camera's frames, in name order. Each
+/// [`FrameSource::open`] starts again from the first image (a live-flagged folder loops).
+#[derive(Debug)]
+pub struct ImagesSource {
+    path: PathBuf,
+    interval: Duration,
+    files: Vec<PathBuf>,
+    next: usize,
+}
+
+impl ImagesSource {
+    /// `interval` is the stream time between two images.
+    pub fn new(path: &Path, interval: Duration) -> Self {
+        Self { path: path.to_owned(), interval, files: Vec::new(), next: 0 }
+    }
+}
+
+impl FrameSource for ImagesSource {
+    fn describe(&self) -> String {
+        format!("images {}", self.path.display())
+    }
+
+    fn open(&mut self) -> Result<(), SourceError> {
+        self.files = list(&self.path)?;
+        self.next = 0;
+        Ok(())
+    }
+
+    fn pull(&mut self, _timeout: Duration) -> Result<Pulled, SourceError> {
+        let Some(path) = self.files.get(self.next) else { return Ok(Pulled::End) };
+        let index = self.next;
+        // Move on first, so a bad image is skipped by the next pull.
+        self.next += 1;
+        let image = load(path)?;
+        Ok(Pulled::Frame { image, pts: Some(self.interval * index as u32) })
+    }
+
+    fn close(&mut self) {
+        self.files.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +148,24 @@ mod tests {
         assert_eq!(names, ["a.JPG", "b.png", "c.jpeg"]);
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(list(empty.path()), Err(ImageError::NoImages { .. })));
+    }
+
+    #[test]
+    fn a_folder_source_skips_a_bad_image_and_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        RgbImage::new(8, 6).save(dir.path().join("a.png")).unwrap();
+        std::fs::write(dir.path().join("b.png"), b"not a png").unwrap();
+        RgbImage::new(8, 6).save(dir.path().join("c.png")).unwrap();
+        let mut src = ImagesSource::new(dir.path(), Duration::from_millis(500));
+        src.open().unwrap();
+        let t = Duration::ZERO;
+        assert!(matches!(src.pull(t).unwrap(), Pulled::Frame { pts: Some(p), .. } if p.is_zero()));
+        assert!(matches!(src.pull(t), Err(SourceError::Image(ImageError::Decode { .. }))));
+        let third = src.pull(t).unwrap();
+        assert!(matches!(third, Pulled::Frame { pts: Some(p), .. } if p == Duration::from_secs(1)), "{third:?}");
+        assert!(matches!(src.pull(t).unwrap(), Pulled::End));
+        // Reopening starts again (a live-flagged folder loops).
+        src.open().unwrap();
+        assert!(matches!(src.pull(t).unwrap(), Pulled::Frame { .. }));
     }
 }

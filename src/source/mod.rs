@@ -126,6 +126,27 @@ impl SourceSpec {
     }
 }
 
+/// The source that reads `camera` (not opened yet: the camera thread opens it, and reopens it
+/// after errors).
+pub fn open_source(camera: &crate::config::CameraConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+    let spec = camera.spec().map_err(|message| SourceError::Open { source_name: camera.name.clone(), message })?;
+    match spec {
+        SourceSpec::Images { path } => {
+            Ok(Box::new(images::ImagesSource::new(&path, Duration::from_millis(camera.frame_interval_ms))))
+        }
+        #[cfg(feature = "gst")]
+        SourceSpec::Rtsp { .. } | SourceSpec::Video { .. } => Ok(Box::new(gst::GstSource::new(camera, &spec)?)),
+        #[cfg(not(feature = "gst"))]
+        SourceSpec::Rtsp { .. } | SourceSpec::Video { .. } => {
+            Err(SourceError::NotCompiled { source_name: camera.name.clone(), feature: "gst" })
+        }
+        #[cfg(feature = "v4l2")]
+        SourceSpec::V4l2 { device } => Ok(Box::new(v4l2::V4l2Source::new(camera, &device))),
+        #[cfg(not(feature = "v4l2"))]
+        SourceSpec::V4l2 { .. } => Err(SourceError::NotCompiled { source_name: camera.name.clone(), feature: "v4l2" }),
+    }
+}
+
 /// `rtsp://user:secret@host/...` → `rtsp://user:***@host/...`, for logs and events.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
