@@ -41,3 +41,77 @@ pub fn farsight(args: &[&str]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A `farsight run` in the background: its stdout events arrive on a channel, its stderr goes to
+/// a log file (shown when an assertion fails).
+pub struct Daemon {
+    pub child: std::process::Child,
+    events: std::sync::mpsc::Receiver<serde_json::Value>,
+    log: PathBuf,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts the binary with `args` (RUST_LOG=info, log in `dir`).
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let log = dir.join(format!("farsight-{}.log", std::process::id()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_farsight"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("FARSIGHT_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = std::sync::mpsc::sync_channel(10_000);
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).expect("stdout is JSON lines"));
+            }
+        });
+        Self { child, events, log, reader: Some(reader) }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next event satisfying `want` within `within`, or a panic showing the log.
+    pub fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(e) if want(&e) => return e,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no {what} within {within:?}; log:\n{}", self.log());
+    }
+
+    /// SIGTERM, then the exit status (within 30 s) and every event still on stdout.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.reader.take().unwrap().join().unwrap();
+        (status, self.events.try_iter().collect())
+    }
+}
+
+use std::time::{Duration, Instant};

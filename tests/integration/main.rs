@@ -10,3 +10,5 @@ mod golden;
 mod live;
 mod recognition;
 mod sinks;
+mod streaming;
+mod video;

@@ -1,0 +1,109 @@
+//! Cameras end to end with real parts: a video file to EOS, an RTSP camera whose server dies and
+//! comes back, and a live source far faster than recognition (bounded memory, counted drops).
+
+use crate::common::{farsight, lfw_image, stderr, Daemon};
+use crate::video::{free_port, make_face_video, RtspServer, VideoSpec};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A gallery with Tony Blair (photos 1 and 2) and a 6 s video of his photo 3 appearing twice
+/// (0-2 s and 4-6 s, grey frames between).
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let gallery = dir.join("g.db");
+    let (a1, a2) = (lfw_image("Tony_Blair", 1), lfw_image("Tony_Blair", 2));
+    let enroll = farsight(&[
+        "enroll",
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--name",
+        "Tony Blair",
+        "--largest",
+        a1.to_str().unwrap(),
+        a2.to_str().unwrap(),
+    ]);
+    assert!(enroll.status.success(), "{}", stderr(&enroll));
+    let spec = VideoSpec {
+        photo: &lfw_image("Tony_Blair", 3),
+        width: 320,
+        height: 240,
+        frames: 60,
+        fps: 10,
+        photo_px: 120,
+        spans: &[0..20, 40..60],
+    };
+    (gallery, make_face_video(&dir.join("blair.mp4"), &spec))
+}
+
+fn events_of(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn a_video_file_runs_to_eos_with_one_match_per_appearance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gallery, video) = setup(dir.path());
+    let run = farsight(&["run", "--gallery", gallery.to_str().unwrap(), "--source", video.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let events = events_of(&run.stdout);
+    assert_eq!(events.len(), 2, "one event per appearance: {events:#?}");
+    for e in &events {
+        assert_eq!((&e["event"], &e["identity"]), (&"match".into(), &"Tony Blair".into()), "{e}");
+        assert_eq!(e["camera"], "blair");
+    }
+    // Stream time follows the video: the second visit starts at 4 s.
+    let first_seen = |e: &serde_json::Value| e["first_seen_s"].as_f64().unwrap();
+    assert!(first_seen(&events[0]) < 0.5 && (3.9..4.5).contains(&first_seen(&events[1])), "{events:#?}");
+}
+
+#[test]
+fn an_rtsp_camera_reconnects_after_its_server_dies_and_events_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gallery, video) = setup(dir.path());
+    let port = free_port();
+    let server = RtspServer::start(port, &video);
+    let config = dir.path().join("farsight.toml");
+    std::fs::write(&config, "version = 1\n[track]\nlost_after_s = 1.0\n").unwrap();
+    let (cfg, g) = (config.to_str().unwrap(), gallery.to_str().unwrap());
+    let url = server.url.clone();
+    let daemon = Daemon::start(dir.path(), &["--config", cfg, "run", "--gallery", g, "--source", &url]);
+    let first = daemon.wait_for(Duration::from_secs(60), "match over RTSP", |e| e["event"] == "match");
+    assert_eq!(first["identity"], "Tony Blair");
+
+    // The server dies mid-stream; capture keeps retrying; the server comes back on the same port.
+    drop(server);
+    let killed_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    std::thread::sleep(Duration::from_secs(3));
+    let _server = RtspServer::start(port, &video);
+    daemon.wait_for(Duration::from_secs(90), "match after the server restart", |e| {
+        e["event"] == "match" && e["first_seen_ms"].as_u64().unwrap() > killed_ms
+    });
+    assert!(daemon.log().contains("reconnecting"), "{}", daemon.log());
+    let (code, _) = daemon.terminate();
+    assert!(code.success(), "exit {code:?}");
+}
+
+#[test]
+fn a_source_far_faster_than_recognition_drops_frames_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gallery, video) = setup(dir.path());
+    // --live: the file is read as fast as it decodes (hundreds of frames a second) and loops.
+    let summary = dir.path().join("summary.json");
+    let (g, v, s) = (gallery.to_str().unwrap(), video.to_str().unwrap(), summary.to_str().unwrap());
+    let daemon = Daemon::start(dir.path(), &["run", "--live", "--gallery", g, "--source", v, "--summary", s]);
+    let started = Instant::now();
+    daemon.wait_for(Duration::from_secs(60), "a match under overload", |e| e["event"] == "match");
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(started.elapsed()));
+    let (code, _) = daemon.terminate();
+    assert!(code.success(), "exit {code:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let camera = summary["stages"].as_array().unwrap().iter().find(|s| s["name"] == "camera-blair").unwrap();
+    let (captured, dropped) = (camera["in"].as_u64().unwrap(), camera["dropped"].as_u64().unwrap());
+    let recognized = summary["frames_recognized"].as_u64().unwrap();
+    assert!(
+        dropped > 0 && captured > 2 * recognized,
+        "captured {captured}, dropped {dropped}, recognized {recognized}"
+    );
+    // Queues are bounded: memory stays at the models' footprint however many frames arrive.
+    let peak_mib = summary["peak_rss_kib"].as_u64().unwrap() / 1024;
+    assert!(peak_mib < 1024, "peak RSS {peak_mib} MiB");
+}
