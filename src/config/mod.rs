@@ -185,6 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_as_shipped_and_with_every_section_uncommented() {
+        let text = include_str!("../../farsight.example.toml");
+        assert_eq!(Config::parse(text, Path::new("example.toml")).unwrap().cameras.len(), 0);
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.split_whitespace().nth(1) == Some("=") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = Config::parse(&uncommented, Path::new("example.toml")).unwrap();
+        assert_eq!(cfg.cameras.len(), 3);
+        assert!(cfg.sinks.mqtt.is_some() && cfg.sinks.webhook.is_some() && cfg.sinks.sqlite.is_some());
+    }
+
+    #[test]
+    fn camera_mistakes_are_reported_with_the_camera() {
+        let text = "version = 1\n[[camera]]\nname = \"a b\"\nurl = \"http://x\"\n[[camera]]\nname = \"c\"\nurl = \"c.mp4\"\nfps = 5\n";
+        let err = Config::parse(text, Path::new("f.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("expected Invalid, got {err}") };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("V4L2 cameras only")), "{problems:?}");
+    }
+
+    #[test]
     fn every_bad_value_is_reported() {
         let err =
             Config::parse("version = 2\n[detector]\nscore_threshold = 1.5\n[match]\ntop_k = 0\n", Path::new("f.toml"))

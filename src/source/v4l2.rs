@@ -81,7 +81,7 @@ fn fourcc(f: PixelFormat) -> [u8; 4] {
 /// YUYV 4:2:2 (BT.601, limited range) to RGB. `data` holds `height` rows of `stride` bytes.
 pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32, stride: usize) -> Result<RgbImage, String> {
     let row = width as usize * 2;
-    if width == 0 || height == 0 || width % 2 != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(2) {
         return Err(format!("YUYV frame {width}x{height}: the width must be even and non-zero"));
     }
     let need = stride * (height as usize - 1) + row;
