@@ -185,3 +185,72 @@ fn prune_crops(config: &CropsConfig) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{BestShot, TrackDecision};
+    use crate::geometry::Rect;
+
+    fn event(track: u64) -> TrackEvent {
+        TrackEvent {
+            event: TrackDecision::Unknown,
+            update: false,
+            camera: "door".into(),
+            track,
+            identity: "unknown".into(),
+            score: None,
+            candidates: vec![],
+            best_shot: BestShot {
+                frame: 0,
+                rect: Rect { x: 0.0, y: 0.0, w: 1.0, h: 1.0 },
+                face_px: 1.0,
+                aligned_px: 1.0,
+                restored: false,
+                restorer: None,
+                detector_score: 0.9,
+                quality: 0.5,
+                crop: None,
+            },
+            first_seen_ms: 0,
+            last_seen_ms: track,
+            first_seen_s: 0.0,
+            last_seen_s: 0.0,
+            frames_seen: 1,
+            frames_used: 1,
+        }
+    }
+
+    #[test]
+    fn crops_are_private_and_kept_within_their_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CropsConfig { enabled: true, dir: dir.path().join("crops"), retention_days: 7, max_files: 2 };
+        let face = RgbImage::from_pixel(112, 112, image::Rgb([90, 80, 70]));
+        let mut paths = Vec::new();
+        for track in 1..=3 {
+            paths.push(save_crop(&config, &event(track), &face).unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = std::fs::read_dir(&config.dir).unwrap().count();
+        assert_eq!(left, 2, "the oldest crop is deleted beyond max_files");
+        assert!(!paths[0].exists() && paths[2].exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&paths[2]).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(image::open(&paths[2]).unwrap().to_rgb8(), face);
+    }
+
+    #[test]
+    fn status_reports_round_trip_through_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = vec![Arc::new(StageStats::new("camera-door"))];
+        stats[0].count_in();
+        let report = StatusReport::new(&stats, 2, 5, Duration::from_secs(3));
+        let path = dir.path().join("status.json");
+        report.write(&path).unwrap();
+        assert_eq!(read_status(&path).unwrap(), report);
+        assert!(report.summary_line().contains("camera-door 1/0/0/0"), "{}", report.summary_line());
+    }
+}
