@@ -143,7 +143,7 @@ pub fn run(
             };
             receivers.push(rx);
             camera_stats.push(stats);
-            camera_threads.push((name.to_string(), spawn(scope, &format!("cam-{name}"), move || thread.run())?));
+            camera_threads.push((name.to_string(), spawn(scope, &stop, &format!("cam-{name}"), move || thread.run())?));
         }
 
         let (track_tx, track_rx) = bounded(2 * opts.workers.max(1));
@@ -151,7 +151,8 @@ pub fn run(
         for i in 0..opts.workers.max(1) {
             let (rx, tx, rec, stats) = (receivers.clone(), track_tx.clone(), &*recognizer, recognize_stats.clone());
             let keep_crops = opts.crops.enabled;
-            workers.push(spawn(scope, &format!("recognize-{i}"), move || worker(rx, tx, rec, &stats, keep_crops))?);
+            workers
+                .push(spawn(scope, &stop, &format!("recognize-{i}"), move || worker(rx, tx, rec, &stats, keep_crops))?);
         }
         drop((receivers, track_tx));
 
@@ -162,7 +163,7 @@ pub fn run(
         let tracker_opts = opts.clone();
         let embedder = recognizer.embedder().id().clone();
         let tracker_stats = all_stats.clone();
-        let tracker = spawn(scope, "tracker", move || {
+        let tracker = spawn(scope, &stop, "tracker", move || {
             let mut t = TrackerThread {
                 tracker: Tracker::new(tracker_opts.track.clone()),
                 watch: GalleryWatch::new(tracker_opts.gallery.clone(), embedder),
@@ -198,15 +199,18 @@ pub fn run(
     })
 }
 
+/// Starts a named thread. If it cannot start, `stop` is set so the threads already running end
+/// and the scope can join them (otherwise a camera thread would keep the scope open forever).
 fn spawn<'scope, T: Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
+    stop: &AtomicBool,
     name: &str,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> Result<std::thread::ScopedJoinHandle<'scope, T>, PipelineError> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn_scoped(scope, f)
-        .map_err(|source| PipelineError::Spawn { name: name.to_owned(), source })
+    std::thread::Builder::new().name(name.to_owned()).spawn_scoped(scope, f).map_err(|source| {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        PipelineError::Spawn { name: name.to_owned(), source }
+    })
 }
 
 /// A recognition worker: takes frames from any camera's queue until all are closed.
