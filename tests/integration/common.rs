@@ -38,6 +38,23 @@ pub fn farsight(args: &[&str]) -> Output {
         .expect("the farsight binary runs")
 }
 
+/// Enrolls "Tony Blair" from LFW photos 1 and 2 into `gallery` (photo 3 stays held back for probes).
+pub fn enroll_tony_blair(gallery: &Path) {
+    let (a1, a2) = (lfw_image("Tony_Blair", 1), lfw_image("Tony_Blair", 2));
+    let g = gallery.to_str().unwrap();
+    let out = farsight(&[
+        "enroll",
+        "--gallery",
+        g,
+        "--name",
+        "Tony Blair",
+        "--largest",
+        a1.to_str().unwrap(),
+        a2.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

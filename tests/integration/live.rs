@@ -2,7 +2,7 @@
 //! folder read as a live camera, which loops), a gallery changed by another process while it
 //! runs, `farsight status`, and SIGTERM.
 
-use crate::common::{farsight, lfw_image, stderr, Daemon};
+use crate::common::{enroll_tony_blair, farsight, lfw_image, stderr, Daemon};
 use std::time::Duration;
 
 #[test]
@@ -21,18 +21,7 @@ fn a_running_daemon_picks_up_an_enroll_and_drains_on_sigterm() {
     daemon.wait_for(Duration::from_secs(90), "unknown event", |e| e["event"] == "unknown");
 
     // Another process enrolls him; the running daemon picks it up without a restart.
-    let (a1, a2) = (lfw_image("Tony_Blair", 1), lfw_image("Tony_Blair", 2));
-    let enroll = farsight(&[
-        "enroll",
-        "--gallery",
-        g,
-        "--name",
-        "Tony Blair",
-        "--largest",
-        a1.to_str().unwrap(),
-        a2.to_str().unwrap(),
-    ]);
-    assert!(enroll.status.success(), "{}", stderr(&enroll));
+    enroll_tony_blair(&gallery);
     let matched = daemon.wait_for(Duration::from_secs(90), "match after the enroll", |e| e["event"] == "match");
     assert_eq!(matched["identity"], "Tony Blair");
     assert_eq!(matched["update"], false);

@@ -1,7 +1,7 @@
 //! Cameras end to end with real parts: a video file to EOS, an RTSP camera whose server dies and
 //! comes back, and a live source far faster than recognition (bounded memory, counted drops).
 
-use crate::common::{farsight, lfw_image, stderr, Daemon};
+use crate::common::{enroll_tony_blair, farsight, lfw_image, stderr, Daemon};
 use crate::video::{free_port, make_face_video, RtspServer, VideoSpec};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 /// (0-2 s and 4-6 s, grey frames between).
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     let gallery = dir.join("g.db");
-    let (a1, a2) = (lfw_image("Tony_Blair", 1), lfw_image("Tony_Blair", 2));
-    let enroll = farsight(&[
-        "enroll",
-        "--gallery",
-        gallery.to_str().unwrap(),
-        "--name",
-        "Tony Blair",
-        "--largest",
-        a1.to_str().unwrap(),
-        a2.to_str().unwrap(),
-    ]);
-    assert!(enroll.status.success(), "{}", stderr(&enroll));
+    enroll_tony_blair(&gallery);
     let spec = VideoSpec {
         photo: &lfw_image("Tony_Blair", 3),
         width: 320,
