@@ -53,8 +53,6 @@ impl CameraThread {
         let interval = Duration::from_millis(self.config.frame_interval_ms);
         let mut backoff = Duration::from_secs(1);
         let mut seq = 0u64;
-        let mut delivered = 0u64;
-        let mut popped = 0u64;
         let mut failed_opens = 0u32;
         let end = 'session: loop {
             if self.stopping() {
@@ -95,10 +93,8 @@ impl CameraThread {
                         let frame =
                             Frame { camera: self.name.clone(), seq, captured, wall: SystemTime::now(), ts, image };
                         seq += 1;
-                        match self.enqueue(frame, live, &mut popped) {
-                            Some(true) => delivered += 1,
-                            Some(false) => {}
-                            None => break Err(CameraEnd::Stopped),
+                        if !self.enqueue(frame, live) {
+                            break Err(CameraEnd::Stopped);
                         }
                     }
                     Ok(Pulled::Pending) => {
@@ -138,42 +134,40 @@ impl CameraThread {
             }
         };
         self.source.close();
-        // Tell the tracker how many frames to wait for before closing this camera's tracks.
-        // If recognition already stopped there is nobody to tell, which is fine.
-        let _ = self.tx.send(CameraMsg::End { camera: self.name.clone(), delivered: delivered - popped });
+        // Queued behind the last frame: the tracker closes this camera's tracks once every frame
+        // before it has been tracked. If recognition already stopped there is nobody to tell.
+        let _ = self.tx.send(CameraMsg::End { camera: self.name.clone() });
         log::info!("camera {}: {end:?} after {seq} frames", self.name);
         end
     }
 
-    /// Queues a frame: `Some(true)` when queued, `Some(false)` when dropped, `None` when
-    /// recognition has gone (shutdown) or shutdown was asked while waiting. Queued frames dropped
-    /// to make room are added to `popped`.
-    fn enqueue(&self, frame: Frame, live: bool, popped: &mut u64) -> Option<bool> {
+    /// Queues a frame (or drops it, counted); false when recognition has gone (shutdown) or
+    /// shutdown was asked while waiting.
+    fn enqueue(&self, frame: Frame, live: bool) -> bool {
         if live {
             match self.tx.try_send(CameraMsg::Frame(frame)) {
                 Ok(()) => {
                     self.stats.count_out();
-                    Some(true)
+                    true
                 }
                 Err(TrySendError::Full(msg)) => {
                     // Make room by dropping the oldest queued frame, then queue the fresh one.
                     if let Ok(CameraMsg::Frame(_)) = self.own_rx.try_recv() {
                         self.stats.count_dropped();
-                        *popped += 1;
                     }
                     match self.tx.try_send(msg) {
                         Ok(()) => {
                             self.stats.count_out();
-                            Some(true)
+                            true
                         }
                         Err(TrySendError::Full(_)) => {
                             self.stats.count_dropped();
-                            Some(false)
+                            true
                         }
-                        Err(TrySendError::Disconnected(_)) => None,
+                        Err(TrySendError::Disconnected(_)) => false,
                     }
                 }
-                Err(TrySendError::Disconnected(_)) => None,
+                Err(TrySendError::Disconnected(_)) => false,
             }
         } else {
             let mut msg = CameraMsg::Frame(frame);
@@ -181,10 +175,10 @@ impl CameraThread {
                 match self.tx.send_timeout(msg, PULL_TIMEOUT) {
                     Ok(()) => {
                         self.stats.count_out();
-                        return Some(true);
+                        return true;
                     }
                     Err(SendTimeoutError::Timeout(m)) if !self.stopping() => msg = m,
-                    Err(_) => return None,
+                    Err(_) => return false,
                 }
             }
         }

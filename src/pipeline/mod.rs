@@ -13,8 +13,14 @@
 //!
 //! Only the camera threads watch the stop flag. When a camera ends it sends `End` and drops its
 //! sender; workers leave when every camera queue is closed; the tracker then closes every track,
-//! publishes the last events and returns. With several workers a camera's frames can reach the
-//! tracker slightly out of order; tracks use the latest stream time they have seen.
+//! publishes the last events and returns.
+//!
+//! Order: with several workers a camera's frames finish out of order, and a tracker that saw
+//! frame 3 before frame 2 would close a track too early and open a second one for the same
+//! visit. So a worker takes a per-camera ticket in the same critical section as the dequeue
+//! ([`CameraQueue::take`]), and the tracker releases each camera's messages in ticket order,
+//! holding early arrivals (at most a few per worker) until the gap is filled. Frames a live camera
+//! drops from its queue never get a ticket, so they leave no gap.
 
 mod camera;
 mod support;
@@ -29,28 +35,53 @@ use crate::recognize::Recognizer;
 use crate::source::FrameSource;
 use crate::stats::{peak_rss_kib, StageSnapshot, StageStats};
 use crate::track::{quality, FrameStamp, Matcher, Sighting, Tracker};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Select, Sender};
-use std::collections::HashMap;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What a camera thread sends to the workers.
 enum CameraMsg {
     Frame(Frame),
-    /// The camera is done; `delivered` frames were queued in all (after drops).
+    /// The camera is done; nothing follows.
     End {
         camera: Arc<str>,
-        delivered: u64,
     },
 }
 
-/// What a worker sends to the tracker: one message per frame, even when recognition failed, so
-/// the tracker can tell when a camera's last frame has been seen.
-enum TrackMsg {
-    Frame { camera: Arc<str>, stamp: FrameStamp, captured: Instant, sightings: Vec<Sighting> },
-    End { camera: Arc<str>, delivered: u64 },
+/// A camera's queue as the workers see it: the receiver, and the number of messages workers have
+/// taken from it so far (the next ticket).
+#[derive(Clone)]
+struct CameraQueue {
+    rx: Receiver<CameraMsg>,
+    taken: Arc<Mutex<u64>>,
+}
+
+impl CameraQueue {
+    /// Takes the next message with its ticket: tickets follow queue order because the dequeue and
+    /// the count happen under one lock. `Err(Empty)` when another worker was faster.
+    fn take(&self) -> Result<(u64, CameraMsg), TryRecvError> {
+        let mut taken = self.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let msg = self.rx.try_recv()?;
+        let ticket = *taken;
+        *taken += 1;
+        Ok((ticket, msg))
+    }
+}
+
+/// What a worker sends to the tracker: one message per message taken, even when recognition
+/// failed, so the tracker's per-camera ticket sequence has no holes.
+struct TrackMsg {
+    camera: Arc<str>,
+    ticket: u64,
+    body: TrackBody,
+}
+
+enum TrackBody {
+    Frame { stamp: FrameStamp, captured: Instant, sightings: Vec<Sighting> },
+    End,
 }
 
 /// A camera and the source that reads it.
@@ -141,7 +172,7 @@ pub fn run(
                 stop: stop.clone(),
                 epoch,
             };
-            receivers.push(rx);
+            receivers.push(CameraQueue { rx, taken: Arc::default() });
             camera_stats.push(stats);
             camera_threads.push((name.to_string(), spawn(scope, &stop, &format!("cam-{name}"), move || thread.run())?));
         }
@@ -170,8 +201,7 @@ pub fn run(
                 opts: tracker_opts,
                 live,
                 epoch,
-                received: HashMap::new(),
-                ending: HashMap::new(),
+                order: Reorder::default(),
                 stats: tracker_stats,
                 events: track_stats,
                 events_sent: 0,
@@ -214,43 +244,46 @@ fn spawn<'scope, T: Send + 'scope>(
 }
 
 /// A recognition worker: takes frames from any camera's queue until all are closed.
-fn worker(
-    mut receivers: Vec<Receiver<CameraMsg>>,
-    tx: Sender<TrackMsg>,
-    rec: &Recognizer,
-    stats: &StageStats,
-    keep_crops: bool,
-) {
-    while !receivers.is_empty() {
+fn worker(mut queues: Vec<CameraQueue>, tx: Sender<TrackMsg>, rec: &Recognizer, stats: &StageStats, keep_crops: bool) {
+    while !queues.is_empty() {
         let mut sel = Select::new();
-        for r in &receivers {
-            sel.recv(r);
+        for q in &queues {
+            sel.recv(&q.rx);
         }
-        let op = sel.select();
-        let i = op.index();
-        let msg = match op.recv(&receivers[i]) {
-            Ok(msg) => msg,
-            Err(_) => {
-                receivers.swap_remove(i);
+        let i = sel.ready();
+        let (ticket, msg) = match queues[i].take() {
+            Ok(taken) => taken,
+            Err(TryRecvError::Empty) => continue,
+            Err(TryRecvError::Disconnected) => {
+                queues.swap_remove(i);
                 continue;
             }
         };
         let out = match msg {
-            CameraMsg::End { camera, delivered } => TrackMsg::End { camera, delivered },
+            CameraMsg::End { camera } => TrackMsg { camera, ticket, body: TrackBody::End },
             CameraMsg::Frame(frame) => {
                 stats.count_in();
-                let sightings = match rec.observe_aligned(&frame.image) {
-                    Ok(found) => {
+                // A panic inside recognition must not kill the worker: its ticket would never
+                // reach the tracker, which would then hold this camera's frames forever.
+                let observed =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rec.observe_aligned(&frame.image)));
+                let outcome = match observed {
+                    Ok(Ok(found)) => {
                         stats.count_out();
-                        found
-                            .into_iter()
-                            .map(|(observation, aligned)| Sighting {
-                                quality: quality(&observation.face, observation.aligned_px, &aligned),
-                                crop: keep_crops.then_some(aligned),
-                                observation,
-                            })
-                            .collect()
+                        Ok(found)
                     }
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("recognition panicked".to_owned()),
+                };
+                let sightings = match outcome {
+                    Ok(found) => found
+                        .into_iter()
+                        .map(|(observation, aligned)| Sighting {
+                            quality: quality(&observation.face, observation.aligned_px, &aligned),
+                            crop: keep_crops.then_some(aligned),
+                            observation,
+                        })
+                        .collect(),
                     Err(e) => {
                         // A bad frame is logged, counted and skipped; it never ends the thread.
                         stats.count_error();
@@ -260,7 +293,11 @@ fn worker(
                 };
                 stats.record(frame.captured.elapsed());
                 let stamp = FrameStamp { seq: frame.seq, ts: frame.ts, wall: frame.wall };
-                TrackMsg::Frame { camera: frame.camera, stamp, captured: frame.captured, sightings }
+                TrackMsg {
+                    camera: frame.camera,
+                    ticket,
+                    body: TrackBody::Frame { stamp, captured: frame.captured, sightings },
+                }
             }
         };
         if tx.send(out).is_err() {
@@ -275,9 +312,7 @@ struct TrackerThread {
     watch: GalleryWatch,
     live: HashMap<Arc<str>, bool>,
     epoch: Instant,
-    /// Frames received per camera, and the number a camera that ended said it delivered.
-    received: HashMap<Arc<str>, u64>,
-    ending: HashMap<Arc<str>, u64>,
+    order: Reorder<TrackBody>,
     stats: Vec<Arc<StageStats>>,
     events: Arc<StageStats>,
     events_sent: u64,
@@ -294,16 +329,10 @@ impl TrackerThread {
                 matcher.snapshot = Arc::new(snapshot);
             }
             match msg {
-                Ok(TrackMsg::Frame { camera, stamp, captured, sightings }) => {
-                    self.events.count_in();
-                    let emitted = self.tracker.update(&camera, stamp, sightings, &matcher);
-                    self.send(emitted, captured, publish);
-                    *self.received.entry(camera.clone()).or_default() += 1;
-                    self.maybe_end(&camera, &matcher, publish);
-                }
-                Ok(TrackMsg::End { camera, delivered }) => {
-                    self.ending.insert(camera.clone(), delivered);
-                    self.maybe_end(&camera, &matcher, publish);
+                Ok(TrackMsg { camera, ticket, body }) => {
+                    for body in self.order.push(&camera, ticket, body) {
+                        self.track(&camera, body, &matcher, publish);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -320,6 +349,10 @@ impl TrackerThread {
                 self.report();
             }
         }
+        // Only reachable with a gap if a worker died: track what is left in order regardless.
+        for (camera, body) in self.order.drain() {
+            self.track(&camera, body, &matcher, publish);
+        }
         let emitted = self.tracker.close_all(&matcher);
         self.send(emitted, Instant::now(), publish);
         self.report();
@@ -333,13 +366,17 @@ impl TrackerThread {
         }
     }
 
-    /// Closes a camera's tracks once it has ended and its last frame has been tracked.
-    fn maybe_end(&mut self, camera: &Arc<str>, matcher: &Matcher, publish: &mut impl FnMut(TrackEvent)) {
-        let Some(&delivered) = self.ending.get(camera) else { return };
-        if self.received.get(camera).copied().unwrap_or(0) >= delivered {
-            self.ending.remove(camera);
-            let emitted = self.tracker.end_camera(camera, matcher);
-            self.send(emitted, Instant::now(), publish);
+    fn track(&mut self, camera: &Arc<str>, body: TrackBody, matcher: &Matcher, publish: &mut impl FnMut(TrackEvent)) {
+        match body {
+            TrackBody::Frame { stamp, captured, sightings } => {
+                self.events.count_in();
+                let emitted = self.tracker.update(camera, stamp, sightings, matcher);
+                self.send(emitted, captured, publish);
+            }
+            TrackBody::End => {
+                let emitted = self.tracker.end_camera(camera, matcher);
+                self.send(emitted, Instant::now(), publish);
+            }
         }
     }
 
@@ -367,5 +404,84 @@ impl TrackerThread {
                 log::warn!("cannot write status file {}: {e}", path.display());
             }
         }
+    }
+}
+
+/// Puts each camera's messages back in ticket order: a message is released once every earlier
+/// ticket of its camera has been.
+struct Reorder<T> {
+    next: HashMap<Arc<str>, u64>,
+    early: BTreeMap<(Arc<str>, u64), T>,
+}
+
+impl<T> Default for Reorder<T> {
+    fn default() -> Self {
+        Self { next: HashMap::new(), early: BTreeMap::new() }
+    }
+}
+
+impl<T> Reorder<T> {
+    /// Accepts one message and returns those of its camera now in order (possibly none).
+    fn push(&mut self, camera: &Arc<str>, ticket: u64, item: T) -> Vec<T> {
+        self.early.insert((camera.clone(), ticket), item);
+        let next = self.next.entry(camera.clone()).or_default();
+        let mut ready = Vec::new();
+        while let Some(item) = self.early.remove(&(camera.clone(), *next)) {
+            ready.push(item);
+            *next += 1;
+        }
+        ready
+    }
+
+    /// Everything still held, in ticket order per camera (for the end of a run, when no earlier
+    /// ticket can arrive any more).
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, T)> {
+        std::mem::take(&mut self.early).into_iter().map(|((camera, _), item)| (camera, item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reorder_releases_each_camera_in_ticket_order() {
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut r = Reorder::default();
+        assert!(r.push(&a, 1, "a1").is_empty(), "ticket 0 of camera a has not arrived");
+        assert_eq!(r.push(&b, 0, "b0"), ["b0"], "cameras do not wait for each other");
+        assert!(r.push(&a, 2, "a2").is_empty());
+        assert_eq!(r.push(&a, 0, "a0"), ["a0", "a1", "a2"]);
+        assert_eq!(r.push(&a, 3, "a3"), ["a3"]);
+        assert!(r.push(&b, 2, "b2").is_empty());
+        assert_eq!(r.drain().collect::<Vec<_>>(), [(b.clone(), "b2")]);
+    }
+
+    #[test]
+    fn tickets_follow_queue_order_across_workers() {
+        const N: u64 = 20_000;
+        let (tx, rx) = bounded(N as usize);
+        for k in 0..N {
+            tx.send(CameraMsg::End { camera: k.to_string().into() }).unwrap();
+        }
+        let queue = CameraQueue { rx, taken: Arc::default() };
+        let mut taken: Vec<(u64, u64)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let q = queue.clone();
+                    s.spawn(move || {
+                        let mut got = Vec::new();
+                        while let Ok((ticket, CameraMsg::End { camera })) = q.take() {
+                            got.push((ticket, camera.parse().unwrap()));
+                        }
+                        got
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        taken.sort_unstable();
+        assert_eq!(taken.len() as u64, N);
+        assert!(taken.iter().all(|(ticket, sent)| ticket == sent), "ticket k is the k-th message queued");
     }
 }
