@@ -17,6 +17,9 @@ pub enum ModelError {
          models_dir at the folder holding it)"
     )]
     Missing { path: PathBuf },
+    /// A file no download provides (a model trained here): `how` says which steps make it.
+    #[error("model file {path} is missing: {how}")]
+    NotBuilt { path: PathBuf, how: String },
     #[error("cannot read model file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not an ONNX model tract can load (corrupt or wrong file?): {source}")]
@@ -27,6 +30,10 @@ pub enum ModelError {
     Contract { path: PathBuf, what: String },
     #[error("running {path} failed: {source}")]
     Run { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+    /// A file that is there but unusable in its role, with what to do about it. `error` is kept
+    /// out of the source chain on purpose: its text is already part of this message.
+    #[error("{error}; {fix}")]
+    Unusable { error: Box<ModelError>, fix: String },
 }
 
 /// One model output, copied out of tract as a dense row-major f32 array.
@@ -76,6 +83,20 @@ impl ModelFile {
         &self.sha256
     }
 
+    /// The input shapes the file declares, one per graph input: `Some` where every dim is a
+    /// concrete number, `None` where a dim is symbolic or unknown. Files are not always right
+    /// about their inputs (CenterFace says 10x3x32x32), so only roles whose exporter is ours
+    /// should hold a file to these.
+    pub fn declared_inputs(&self) -> Vec<Option<Vec<usize>>> {
+        let n = self.model.input_outlets().map_or(0, |o| o.len());
+        (0..n)
+            .map(|i| {
+                let fact = self.model.input_fact(i).ok()?;
+                fact.shape.as_concrete_finite().ok().flatten().map(|s| s.to_vec())
+            })
+            .collect()
+    }
+
     /// Optimises the model for one f32 input of the given shape (NCHW for every model we ship).
     pub fn plan(&self, shape: &[usize]) -> Result<Plan, ModelError> {
         let shape_err =
@@ -106,6 +127,11 @@ impl std::fmt::Debug for Plan {
 }
 
 impl Plan {
+    /// The model file this plan was made from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn input_shape(&self) -> &[usize] {
         &self.input_shape
     }
