@@ -1,5 +1,5 @@
-//! `farsight bench`: per-stage latency (detector at 640x480 and 1280x720, alignment, restoration,
-//! embedding per face) and end-to-end images per second, single-threaded. Machines here are shared
+//! `farsight bench`: per-stage latency (detector at 640x480 and 1280x720, alignment, restoration
+//! by bicubic and by both FTLGAN models, embedding per face) and end-to-end images per second, single-threaded. Machines here are shared
 //! and noisy, so every stage is reported as a median *and* as a ratio to a fixed reference
 //! workload (a 192x192 f32 matrix product in plain Rust) timed interleaved in the same process:
 //! the ratio is what to compare between runs and machines.
@@ -8,7 +8,7 @@ use crate::align::{downsample, Alignment, ALIGNED_SIZE};
 use crate::detect::Detector;
 use crate::gallery::Snapshot;
 use crate::recognize::{RecognizeError, Recognizer};
-use crate::restore::{self, RestoreKind};
+use crate::restore::{RestoreKind, Restorer};
 use image::{imageops::FilterType, RgbImage};
 use serde::Serialize;
 use std::hint::black_box;
@@ -32,11 +32,20 @@ pub struct StageTiming {
     pub ratio_to_reference: f64,
 }
 
+/// A stage that could not be timed (its model is missing or unusable), and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedStage {
+    pub stage: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub iterations: usize,
     pub reference_median_ms: f64,
     pub stages: Vec<StageTiming>,
+    /// Stages left out, with the reason (e.g. `models/ftlgan.onnx` not trained yet).
+    pub skipped: Vec<SkippedStage>,
     /// Images per second through detect -> align -> restore -> embed -> match at the image's size.
     pub end_to_end_images_per_s: f64,
 }
@@ -122,27 +131,37 @@ pub fn run(
     let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(BenchError::NoFace)?;
     let aligned = alignment.warp(photo, ALIGNED_SIZE).ok_or(BenchError::NoFace)?;
     let small = downsample(&aligned, 14);
-    let bicubic = restore::build(RestoreKind::Bicubic);
-    type Stage<'a> = (&'a str, &'a mut dyn FnMut() -> Result<(), BenchError>);
-    let timed: [Stage; 3] = [
-        ("align 5-point warp to 112x112", &mut || {
-            black_box(alignment.warp(photo, ALIGNED_SIZE));
+    let mut skipped = Vec::new();
+    let (t, r) = measure("align 5-point warp to 112x112", iterations, || {
+        black_box(alignment.warp(photo, ALIGNED_SIZE));
+        Ok(())
+    })?;
+    stages.push(t);
+    references.push(r);
+    // Every restorer on the same 14 px face; a model that is missing or unusable is skipped with
+    // its reason rather than failing the whole benchmark.
+    for kind in [RestoreKind::Bicubic, RestoreKind::Ftlgan, RestoreKind::FtlganFp32] {
+        let stage = format!("restore {kind} 14->112");
+        let restorer: Box<dyn Restorer> = match rec.load_restorer(kind) {
+            Ok(r) => r,
+            Err(e) => {
+                skipped.push(SkippedStage { stage, reason: e.to_string() });
+                continue;
+            }
+        };
+        let (t, r) = measure(&stage, iterations, || {
+            black_box(restorer.restore(&small).map_err(RecognizeError::from)?);
             Ok(())
-        }),
-        ("restore bicubic 14->112", &mut || {
-            black_box(bicubic.restore(&small).map_err(RecognizeError::from)?);
-            Ok(())
-        }),
-        ("embed SFace per face", &mut || {
-            black_box(rec.embedder().embed(&aligned).map_err(RecognizeError::from)?);
-            Ok(())
-        }),
-    ];
-    for (name, f) in timed {
-        let (t, r) = measure(name, iterations, f)?;
+        })?;
         stages.push(t);
         references.push(r);
     }
+    let (t, r) = measure("embed SFace per face", iterations, || {
+        black_box(rec.embedder().embed(&aligned).map_err(RecognizeError::from)?);
+        Ok(())
+    })?;
+    stages.push(t);
+    references.push(r);
     let snapshot = Snapshot::default();
     let (w, h) = photo.dimensions();
     let (t, r) = measure(&format!("end to end {w}x{h} image"), iterations, || {
@@ -155,5 +174,11 @@ pub fn run(
     stages.push(t);
     references.push(r);
     references.sort_by(f64::total_cmp);
-    Ok(BenchReport { iterations, reference_median_ms: percentile(&references, 0.5), stages, end_to_end_images_per_s })
+    Ok(BenchReport {
+        iterations,
+        reference_median_ms: percentile(&references, 0.5),
+        stages,
+        skipped,
+        end_to_end_images_per_s,
+    })
 }

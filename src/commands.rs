@@ -224,6 +224,9 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
     for s in &report.stages {
         println!("{:<36} {:>10.2} {:>10.2} {:>12.2}", s.stage, s.median_ms, s.p90_ms, s.ratio_to_reference);
     }
+    for s in &report.skipped {
+        println!("{:<36} {:>10} {:>10} {:>12}  ({})", s.stage, "skipped", "-", "-", s.reason);
+    }
     println!(
         "reference workload (192^3 f32 matmul) median {:.2} ms; end to end {:.2} images/s; {} iterations",
         report.reference_median_ms, report.end_to_end_images_per_s, report.iterations

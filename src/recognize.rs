@@ -9,8 +9,9 @@ use crate::embed::{EmbedError, Embedder, Embedding};
 use crate::event::{FaceEvent, UNKNOWN};
 use crate::gallery::Snapshot;
 use crate::model::ModelError;
-use crate::restore::{self, RestoreError, Restorer};
+use crate::restore::{self, RestoreError, RestoreKind, Restorer};
 use image::RgbImage;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecognizeError {
@@ -41,6 +42,7 @@ pub struct Recognizer {
     embedder: Embedder,
     restorer: Box<dyn Restorer>,
     restore_below: f32,
+    models_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Recognizer {
@@ -61,19 +63,40 @@ pub enum LoadError {
     Detector(#[from] DetectError),
     #[error(transparent)]
     Embedder(#[from] ModelError),
+    #[error(transparent)]
+    Restorer(ModelError),
 }
 
 impl Recognizer {
-    /// Loads the detector and the embedder named by `config` and checks both on a probe input.
+    /// Loads the detector, the embedder and the restorer named by `config` and checks each on a
+    /// probe input, so a bad model file fails here, at start. The restorer is built once and
+    /// shared by every thread that uses this recognizer.
     pub fn load(config: &Config) -> Result<Self, LoadError> {
         let detector = Detector::load(&config.models_dir, config.detector.clone())?;
         let embedder = Embedder::load(&config.models_dir)?;
+        let restorer = restore::build(config.restore.method, &config.models_dir).map_err(LoadError::Restorer)?;
         Ok(Self {
             detector,
             embedder,
-            restorer: restore::build(config.restore.method),
+            restorer,
             restore_below: config.restore.below_px,
+            models_dir: config.models_dir.clone(),
         })
+    }
+
+    /// Builds another restorer from the same models folder (evaluation and benchmarks compare
+    /// several); build it once and share it.
+    pub fn load_restorer(&self, kind: RestoreKind) -> Result<Box<dyn Restorer>, ModelError> {
+        restore::build(kind, &self.models_dir)
+    }
+
+    /// The configured restorer (used for faces below `restore.below_px`).
+    pub fn restorer(&self) -> &dyn Restorer {
+        self.restorer.as_ref()
+    }
+
+    pub fn models_dir(&self) -> &Path {
+        &self.models_dir
     }
 
     pub fn detector(&self) -> &Detector {

@@ -13,8 +13,9 @@ pub mod roc_plot;
 pub use pairs::{parse_folds, read as read_pairs, ImageRef, Pair, PairsError};
 pub use probe::pick_centre_face;
 
+use crate::model::ModelError;
 use crate::recognize::{RecognizeError, Recognizer};
-use crate::restore::RestoreKind;
+use crate::restore::{RestoreKind, Restorer};
 use crate::source::images;
 use metrics::{RocPoint, ScoredPair};
 use probe::{ImageResult, LabelledFace, Variant};
@@ -93,6 +94,8 @@ pub struct Report {
     pub miss_policy: &'static str,
     pub detector: String,
     pub embedder: String,
+    /// The restorers compared, model-backed ones with their file's sha256 (FTLGAN is retrained).
+    pub restorers: Vec<String>,
     /// Images of the selected pairs whose labelled face the detector missed at full resolution.
     pub full_resolution_misses: usize,
     /// Pairs skipped because an image could not be read or embedded.
@@ -118,6 +121,9 @@ pub enum EvalError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Plot(#[from] roc_plot::PlotError),
+    /// A restorer's model could not be loaded (checked before any image is read).
+    #[error(transparent)]
+    Restorer(#[from] ModelError),
 }
 
 /// Runs the evaluation.
@@ -125,6 +131,9 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
     if !opts.dataset.is_dir() {
         return Err(EvalError::NoDataset(opts.dataset.clone()));
     }
+    // Built once, before any image, and shared by the worker threads.
+    let restorers: Vec<(RestoreKind, Box<dyn Restorer>)> =
+        opts.restorers.iter().map(|&k| Ok((k, rec.load_restorer(k)?))).collect::<Result<_, ModelError>>()?;
     let all = pairs::read(&opts.pairs)?;
     let folds: Vec<usize> = if opts.folds.is_empty() {
         all.iter().map(|p| p.fold).collect::<BTreeSet<_>>().into_iter().collect()
@@ -165,7 +174,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
         let face = if face.detected { face } else { probe::fallback_face(&mean, w, h) };
         let frame = images::load(&img.path(&opts.dataset)).map_err(|e| e.to_string())?;
         let probe_variants: &[(Mode, u32)] = if probes.contains(img) { &variants } else { &[] };
-        probe::process(rec, &frame, &face, references.contains(img), probe_variants, &opts.restorers)
+        probe::process(rec, &frame, &face, references.contains(img), probe_variants, &restorers)
             .map_err(|e: RecognizeError| format!("{}: {e}", img.path(&opts.dataset).display()))
     })?;
 
@@ -213,6 +222,13 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
                       scaled down in frame mode; the dataset's mean face position in crop mode) and still scored",
         detector: format!("{:?} (sha256 {})", rec.detector().config().kind, &rec.detector().sha256()[..12]),
         embedder: format!("{} (sha256 {})", rec.embedder().id().name, &rec.embedder().id().sha256[..12]),
+        restorers: restorers
+            .iter()
+            .map(|(_, r)| match r.model_sha256() {
+                Some(sha) => format!("{} (sha256 {})", r.name(), &sha[..sha.len().min(12)]),
+                None => r.name().to_owned(),
+            })
+            .collect(),
         full_resolution_misses,
         pairs_skipped,
         rows,
@@ -304,7 +320,7 @@ where
 pub fn format_table(report: &Report) -> String {
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     let mut s = format!(
-        "{:<6} {:>4} {:<8} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
+        "{:<6} {:>4} {:<11} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
         "mode", "px", "restore", "pairs", "d'", "AUC", "accuracy", "TAR@1e-3", "det.miss"
     );
     for r in &report.rows {
@@ -313,7 +329,7 @@ pub fn format_table(report: &Report) -> String {
             _ => "-".to_owned(),
         };
         s.push_str(&format!(
-            "{:<6} {:>4} {:<8} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
+            "{:<6} {:>4} {:<11} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
             r.mode.name(),
             r.size,
             r.restore.name(),

@@ -9,7 +9,7 @@ use crate::detect::Face;
 use crate::embed::Embedding;
 use crate::geometry::{Landmarks, Point, Rect};
 use crate::recognize::{RecognizeError, Recognizer};
-use crate::restore::{self, RestoreKind};
+use crate::restore::{RestoreKind, Restorer};
 use image::{imageops::FilterType, RgbImage};
 use std::collections::HashMap;
 
@@ -65,7 +65,7 @@ pub fn process(
     face: &LabelledFace,
     want_reference: bool,
     probe_variants: &[(Mode, u32)],
-    restorers: &[RestoreKind],
+    restorers: &[(RestoreKind, Box<dyn Restorer>)],
 ) -> Result<ImageResult, RecognizeError> {
     let mut out = ImageResult::default();
     let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
@@ -78,14 +78,15 @@ pub fn process(
         match mode {
             Mode::Crop => {
                 if size >= ALIGNED_SIZE {
-                    for &r in restorers {
+                    for &(r, _) in restorers {
                         out.variants.insert(Variant { mode, size, restore: r }, full.clone());
                     }
                     continue;
                 }
                 let low = downsample(&aligned, size);
-                for &r in restorers {
-                    let restored = restore::build(r).restore(&low)?;
+                for (r, restorer) in restorers {
+                    let r = *r;
+                    let restored = restorer.restore(&low)?;
                     out.variants.insert(Variant { mode, size, restore: r }, rec.embedder().embed(&restored)?);
                 }
             }
@@ -95,8 +96,8 @@ pub fn process(
                     out.misses.push((mode, size));
                 }
                 let (shrunk_img, al) = shrunk_alignment;
-                for &r in restorers {
-                    let restorer = restore::build(r);
+                for (r, restorer) in restorers {
+                    let r = *r;
                     let (face112, _) = rec.aligned_face(&shrunk_img, &al, restorer.as_ref())?;
                     out.variants.insert(Variant { mode, size, restore: r }, rec.embedder().embed(&face112)?);
                 }
