@@ -162,3 +162,71 @@ fn a_wrong_model_file_is_refused_at_start() {
     let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
     assert!(stderr(&out).contains("models/fetch.py"), "{}", stderr(&out));
 }
+
+/// A models folder with the committed detector and embedder, a config pointing at it with
+/// `restore.method = "ftlgan"`, and `ftlgan` as given (`None`: no ftlgan.onnx at all).
+fn ftlgan_config(dir: &Path, ftlgan: Option<&[u8]>) -> std::path::PathBuf {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for f in ["centerface.onnx", "sface.onnx"] {
+        std::fs::copy(models.join(f), dir.join(f)).unwrap();
+    }
+    if let Some(bytes) = ftlgan {
+        std::fs::write(dir.join("ftlgan.onnx"), bytes).unwrap();
+    }
+    let cfg = dir.join("f.toml");
+    std::fs::write(&cfg, format!("version = 1\nmodels_dir = {:?}\n[restore]\nmethod = \"ftlgan\"\n", dir)).unwrap();
+    cfg
+}
+
+#[test]
+fn a_corrupt_ftlgan_model_fails_at_start_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // Pseudo-random bytes (not a protobuf), with a plausible size.
+    let bytes: Vec<u8> = (0u32..200_000).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cfg = ftlgan_config(dir.path(), Some(&bytes));
+    for args in [vec!["validate"], vec!["identify", lfw_image("Tony_Blair", 1).to_str().unwrap()]] {
+        let mut full = vec!["--config", cfg.to_str().unwrap()];
+        full.extend(args.iter().copied());
+        let out = farsight(&full);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} with a corrupt ftlgan.onnx must fail");
+        assert!(err.contains("ftlgan.onnx is not an ONNX model"), "{args:?}: {err}");
+        assert!(err.contains("models/ftlgan/") && err.contains("models/fetch.py"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_ftlgan_model_names_the_training_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ftlgan_config(dir.path(), None);
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("ftlgan.onnx is missing") && err.contains("models/ftlgan/quantise.py"), "{err}");
+    // The embedder copied as the restorer: loads as ONNX, breaks the contract.
+    std::fs::copy(dir.path().join("sface.onnx"), dir.path().join("ftlgan.onnx")).unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a face restorer"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_skips_a_missing_ftlgan_model_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for f in ["centerface.onnx", "retinaface-mnet025.onnx", "sface.onnx", "ftlgan-fp32.onnx"] {
+        std::fs::copy(models.join(f), dir.path().join(f)).unwrap();
+    }
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(&cfg, format!("version = 1\nmodels_dir = {:?}\n", dir.path())).unwrap();
+    let img = lfw_image("Tony_Blair", 1);
+    let out =
+        farsight(&["--config", cfg.to_str().unwrap(), "bench", "--image", img.to_str().unwrap(), "--iterations", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line =
+        |stage: &str| text.lines().find(|l| l.starts_with(stage)).unwrap_or_else(|| panic!("no {stage}: {text}"));
+    assert!(line("restore ftlgan-fp32 14->112").split_whitespace().nth(3).unwrap().parse::<f64>().is_ok(), "{text}");
+    let skipped = line("restore ftlgan 14->112");
+    assert!(skipped.contains("skipped") && skipped.contains("ftlgan.onnx is missing"), "{text}");
+}

@@ -53,3 +53,50 @@ fn eval_writes_the_json_table_and_the_roc_png() {
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (1200, 900));
 }
+
+#[test]
+fn eval_reports_the_ftlgan_restorers_under_their_names() {
+    let d = datasets();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let args = |restore: &'static str, json: &str| {
+        farsight(&[
+            "eval",
+            "--dataset",
+            d.join("lfw").to_str().unwrap(),
+            "--pairs",
+            d.join("lfw-pairs.txt").to_str().unwrap(),
+            "--folds",
+            "1",
+            "--max-pairs-per-fold",
+            "5",
+            "--sizes",
+            "14",
+            "--restore",
+            restore,
+            "--threads",
+            "2",
+            "--json",
+            json,
+        ])
+    };
+    let out = args("bicubic,ftlgan,ftlgan-fp32", json.to_str().unwrap());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["restore"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bicubic", "ftlgan", "ftlgan-fp32"]);
+    let files: Vec<&str> = report["restorers"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(files[0], "bicubic");
+    assert!(files[1].starts_with("ftlgan (sha256 ") && files[2].starts_with("ftlgan-fp32 (sha256 "), "{files:?}");
+    for r in report["rows"].as_array().unwrap() {
+        assert_eq!(r["pairs"], 10, "{r}");
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in ["ftlgan ", "ftlgan-fp32 "] {
+        assert!(table.lines().any(|l| l.starts_with("crop") && l.contains(name)), "no {name:?} row: {table}");
+    }
+    // An unknown restorer is a usage error that lists the known ones.
+    let out = args("ftlgan-int4", json.to_str().unwrap());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ftlgan-fp32"), "{}", stderr(&out));
+}

@@ -5,6 +5,7 @@ use crate::common::{datasets, farsight, lfw_image, recognizer, stderr};
 use farsight::align::ALIGNED_SIZE;
 use farsight::gallery::NewTemplate;
 use farsight::recognize::to_event;
+use farsight::restore::RestoreKind;
 use farsight::source::images;
 use farsight::{Config, Gallery, OpenMode};
 use std::collections::BTreeSet;
@@ -137,4 +138,37 @@ fn cli_enroll_identify_and_run_emit_json_events() {
     assert!(farsight(&["gallery", "--gallery", g, "remove", "Anthony Blair"]).status.success());
     let gone = farsight(&["gallery", "--gallery", g, "remove", "Anthony Blair"]);
     assert!(!gone.status.success() && stderr(&gone).contains("no identity named"));
+}
+
+#[test]
+fn ftlgan_int8_and_fp32_restore_a_real_face_alike_and_keep_it_matchable() {
+    let rec = recognizer();
+    let img = images::load(&lfw_image("Tony_Blair", 3)).unwrap();
+    let (obs, aligned) = rec.observe_aligned(&img).unwrap().into_iter().next().expect("a face");
+    let full = rec.embedder().embed(&aligned).unwrap();
+    let int8 = rec.load_restorer(RestoreKind::Ftlgan).unwrap();
+    let fp32 = rec.load_restorer(RestoreKind::FtlganFp32).unwrap();
+    let cos = |a: &[f32], b: &[f32]| farsight::embed::cosine(a, b);
+    for size in [14, 28] {
+        let small = farsight::align::downsample(&aligned, size);
+        let (r8, r32) = (int8.restore(&small).unwrap(), fp32.restore(&small).unwrap());
+        let mean_diff = r8.as_raw().iter().zip(r32.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>()
+            / r8.as_raw().len() as f64;
+        let (e8, e32) = (rec.embedder().embed(&r8).unwrap(), rec.embedder().embed(&r32).unwrap());
+        eprintln!(
+            "{size} px: int8 vs fp32 mean |diff| {mean_diff:.2} levels, embedding cosine {:.4}; \
+             cosine to the full face: fp32 {:.3}, int8 {:.3} (face {:.0} px)",
+            cos(&e8, &e32),
+            cos(&e32, &full),
+            cos(&e8, &full),
+            obs.aligned_px
+        );
+        // Quantisation must not change what the restorer does.
+        assert!(mean_diff < 3.0, "{size} px: int8 and fp32 outputs differ by {mean_diff:.2} levels on average");
+        assert!(cos(&e8, &e32) > 0.97, "{size} px: int8 and fp32 restorations embed differently");
+        if size == 28 {
+            // At 28 px the face is still the same person after restoration.
+            assert!(cos(&e32, &full) > 0.6 && cos(&e8, &full) > 0.6, "28 px restoration lost the identity");
+        }
+    }
 }
