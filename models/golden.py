@@ -12,6 +12,7 @@ cosine > 0.999 for the embedding) instead of exactly.
 Outputs:
   tests/golden/sface_aaron_eckhart_0001_crop69.json (+ .png: the exact 112x112 input, lossless)
   tests/golden/centerface_aaron_eckhart_0001.json
+  tests/golden/ftlgan_abdullah_gul_0001_* (after target/release/farsight is built: it aligns the face)
 """
 import hashlib
 import json
@@ -117,6 +118,45 @@ def centerface(rgb):
     })
 
 
+FTLGAN_FACE = "Abdullah_Gul_0001"  # an LFW training identity (fold 2)
+
+
+def ftlgan():
+    """The restorer's golden: a real LFW face aligned by farsight itself (export-aligned), box-
+    downsampled to 14x14 as `farsight eval --mode crop` does, brought back to 112 with PIL's
+    bicubic (a=-0.5, Catmull-Rom); onnxruntime's output of both ftlgan models on that input."""
+    import subprocess
+    import tempfile
+
+    lfw = os.path.join(os.path.dirname(os.path.dirname(IMAGE)))
+    farsight = os.environ.get("FARSIGHT_BIN", os.path.join(ROOT, "target", "release", "farsight"))
+    name = FTLGAN_FACE.rsplit("_", 1)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "lfw"))
+        os.symlink(os.path.join(lfw, name), os.path.join(tmp, "lfw", name))
+        subprocess.run([farsight, "export-aligned", "--dataset", os.path.join(tmp, "lfw"), "--pairs",
+                        os.path.join(os.path.dirname(lfw), "lfw-pairs.txt"), "--out", os.path.join(tmp, "out")],
+                       check=True, capture_output=True)
+        aligned = Image.open(os.path.join(tmp, "out", name, FTLGAN_FACE + ".png")).convert("RGB")
+    aligned.save(os.path.join(OUT_DIR, f"ftlgan_{FTLGAN_FACE.lower()}_aligned.png"))
+    up = aligned.resize((14, 14), Image.Resampling.BOX).resize((112, 112), Image.Resampling.BICUBIC)
+    up.save(os.path.join(OUT_DIR, f"ftlgan_{FTLGAN_FACE.lower()}_14px_bicubic.png"))
+    x = (np.asarray(up, np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+    meta = {"input": (f"lfw/{name}/{FTLGAN_FACE}.jpg aligned by `farsight export-aligned` "
+                      f"(ftlgan_{FTLGAN_FACE.lower()}_aligned.png), box-downsampled to 14x14, PIL bicubic "
+                      f"to 112x112 (ftlgan_{FTLGAN_FACE.lower()}_14px_bicubic.png), /255, NCHW 'face'"),
+            "outputs": "raw little-endian float32 [1,3,112,112] 'restored', one .bin per model"}
+    for model in ("ftlgan.onnx", "ftlgan-fp32.onnx"):
+        path = os.path.join(HERE, model)
+        y = session(path).run(["restored"], {"face": x})[0]
+        assert y.shape == (1, 3, 112, 112), y.shape
+        out = f"{model[:-5]}_{FTLGAN_FACE.lower()}_14px.bin"
+        y.astype("<f4").tofile(os.path.join(OUT_DIR, out))
+        meta[model] = {"sha256": sha256_file(path), "output": out, "mean": float(y.mean())}
+        print(f"wrote tests/golden/{out}")
+    write(f"ftlgan_{FTLGAN_FACE.lower()}_14px.json", meta)
+
+
 def main():
     if not os.path.exists(IMAGE):
         print(f"error: {IMAGE} not found (set FARSIGHT_GOLDEN_IMAGE)", file=sys.stderr)
@@ -125,6 +165,7 @@ def main():
     assert rgb.shape == (250, 250, 3), rgb.shape
     sface(rgb)
     centerface(rgb)
+    ftlgan()
     return 0
 
 

@@ -122,3 +122,51 @@ fn retinaface_finds_the_same_face_and_landmarks_as_centerface() {
         assert!(r.rect.iou(&c.rect) > 0.5, "{name}: boxes {:?} vs {:?}", r.rect, c.rect);
     }
 }
+
+/// The FTLGAN restorers: a real LFW face aligned by farsight (`export-aligned`), box-downsampled to
+/// 14 px and bicubic-upscaled by PIL (the exact input is the committed PNG), run through each
+/// committed model in tract, must match onnxruntime's output. Tolerances: fp32 max |diff| 1e-4
+/// (float reassociation only); int8 max |diff| 2/255, mean 0.5/255: tract and onnxruntime may
+/// round a requantised activation to the neighbouring uint8 step, which moves an output by about
+/// one quantisation step. Then the whole restorer (farsight's own downsample and Catmull-Rom,
+/// then the model) on the same aligned face must land within 3/255 mean of the golden output.
+#[test]
+fn ftlgan_restorers_in_tract_match_onnxruntime() {
+    let g = golden("ftlgan_abdullah_gul_0001_14px.json");
+    let input_png = image::open(golden_dir().join("ftlgan_abdullah_gul_0001_14px_bicubic.png")).unwrap().into_rgb8();
+    let input: Vec<f32> = nchw(&input_png, 112, 112).into_iter().map(|v| v / 255.0).collect();
+    let aligned = image::open(golden_dir().join("ftlgan_abdullah_gul_0001_aligned.png")).unwrap().into_rgb8();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for (file, kind, max_tol, mean_tol) in [
+        ("ftlgan-fp32.onnx", farsight::restore::RestoreKind::FtlganFp32, 1e-4, 1e-5),
+        ("ftlgan.onnx", farsight::restore::RestoreKind::Ftlgan, 2.0 / 255.0, 0.5 / 255.0),
+    ] {
+        let meta = &g[file];
+        let m = model(file);
+        assert_eq!(m.sha256(), meta["sha256"].as_str().unwrap(), "{file} changed: re-run models/golden.py");
+        let bytes = std::fs::read(golden_dir().join(meta["output"].as_str().unwrap())).unwrap();
+        let want: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        assert_eq!(want.len(), 3 * 112 * 112);
+        let got = m.plan(&[1, 3, 112, 112]).unwrap().run(input.clone()).unwrap().remove(0);
+        assert_eq!(got.shape, [1, 3, 112, 112]);
+        let diffs: Vec<f32> = got.data.iter().zip(&want).map(|(a, b)| (a - b).abs()).collect();
+        let max = diffs.iter().cloned().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        eprintln!("{file}: tract vs onnxruntime max |diff| {max:.2e}, mean {mean:.2e}");
+        assert!(max <= max_tol && mean <= mean_tol, "{file}: max {max}, mean {mean}");
+
+        let restorer = farsight::restore::build(kind, &models).unwrap();
+        let restored = restorer.restore(&farsight::align::downsample(&aligned, 14)).unwrap();
+        let want = &want;
+        let whole: f32 = restored
+            .enumerate_pixels()
+            .flat_map(|(x, y, p)| {
+                let i = (y * 112 + x) as usize;
+                (0..3).map(move |c| (p.0[c] as f32 / 255.0 - want[c * 112 * 112 + i]).abs())
+            })
+            .sum::<f32>()
+            / want.len() as f32;
+        eprintln!("{file}: whole restorer vs golden mean |diff| {:.2}/255", whole * 255.0);
+        assert!(whole <= 3.0 / 255.0, "{file}: the restorer's own pre-processing drifted: {}", whole * 255.0);
+    }
+}

@@ -11,4 +11,5 @@ mod live;
 mod recognition;
 mod sinks;
 mod streaming;
+mod training;
 mod video;
