@@ -1,8 +1,8 @@
 //! `farsight bench`: per-stage latency (detector at 640x480 and 1280x720, alignment, restoration
-//! by bicubic and by both FTLGAN models, embedding per face) and end-to-end images per second, single-threaded. Machines here are shared
-//! and noisy, so every stage is reported as a median *and* as a ratio to a fixed reference
-//! workload (a 192x192 f32 matrix product in plain Rust) timed interleaved in the same process:
-//! the ratio is what to compare between runs and machines.
+//! by bicubic and by both FTLGAN models, embedding per face) and end-to-end images per second,
+//! single-threaded. Machines here are shared and noisy, so every stage is reported as a median
+//! *and* as a ratio to a fixed reference workload (a 192x192 f32 matrix product in plain Rust)
+//! timed interleaved in the same process: the ratio is what to compare between runs and machines.
 
 use crate::align::{downsample, Alignment, ALIGNED_SIZE};
 use crate::detect::Detector;

@@ -34,7 +34,10 @@ def run(mode: str, farsight: Path, datasets: Path, threads: int | None, restorer
 
 
 def table(mode: str, baseline: Path | None) -> str:
-    report = json.loads((RESULTS / f"eval-{mode}.json").read_text())
+    path = RESULTS / f"eval-{mode}.json"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run evaluate.py without --table-only first")
+    report = json.loads(path.read_text())
     rows = {(r["size"], r["restore"]): r for r in report["rows"]}
     if baseline:  # rows of restorers this run did not evaluate (same command, same data)
         for r in json.loads(baseline.read_text())["rows"]:

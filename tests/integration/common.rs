@@ -38,8 +38,9 @@ pub fn farsight(args: &[&str]) -> Output {
         .expect("the farsight binary runs")
 }
 
-/// Enrolls "Tony Blair" from LFW photos 1 and 2 into `gallery` (photo 3 stays held back for probes).
-pub fn enroll_tony_blair(gallery: &Path) {
+/// Enrolls "Tony Blair" from LFW photos 1 and 2 into `gallery` (photo 3 stays held back for probes)
+/// and returns the command's output (it succeeded).
+pub fn enroll_tony_blair(gallery: &Path) -> Output {
     let (a1, a2) = (lfw_image("Tony_Blair", 1), lfw_image("Tony_Blair", 2));
     let g = gallery.to_str().unwrap();
     let out = farsight(&[
@@ -53,6 +54,7 @@ pub fn enroll_tony_blair(gallery: &Path) {
         a2.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    out
 }
 
 pub fn stderr(o: &Output) -> String {

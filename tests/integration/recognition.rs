@@ -1,7 +1,7 @@
 //! Enroll 20 LFW identities of folds 1-5, identify held-back photos of them, and check that a
 //! stranger comes back unknown — with the real detector, aligner and embedder.
 
-use crate::common::{datasets, farsight, lfw_image, recognizer, stderr};
+use crate::common::{datasets, enroll_tony_blair, farsight, lfw_image, recognizer, stderr};
 use farsight::align::ALIGNED_SIZE;
 use farsight::gallery::NewTemplate;
 use farsight::recognize::to_event;
@@ -83,20 +83,8 @@ fn enrolled_identities_are_identified_from_held_back_photos_and_a_stranger_is_un
 fn cli_enroll_identify_and_run_emit_json_events() {
     let dir = tempfile::tempdir().unwrap();
     let g = dir.path().join("gallery.db");
+    let out = enroll_tony_blair(&g);
     let g = g.to_str().unwrap();
-    let a1 = lfw_image("Tony_Blair", 1);
-    let a2 = lfw_image("Tony_Blair", 2);
-    let out = farsight(&[
-        "enroll",
-        "--gallery",
-        g,
-        "--name",
-        "Tony Blair",
-        "--largest",
-        a1.to_str().unwrap(),
-        a2.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("using the face at"), "enroll says which face was used: {}", stderr(&out));
 
     let list = farsight(&["gallery", "--gallery", g, "list", "--json"]);
