@@ -42,6 +42,7 @@ pub struct Recognizer {
     embedder: Embedder,
     restorer: Box<dyn Restorer>,
     restore_below: f32,
+    fallback: Box<dyn Restorer>,
     models_dir: PathBuf,
 }
 
@@ -52,6 +53,7 @@ impl std::fmt::Debug for Recognizer {
             .field("embedder", &self.embedder)
             .field("restorer", &self.restorer.name())
             .field("restore_below", &self.restore_below)
+            .field("fallback", &self.fallback.name())
             .finish()
     }
 }
@@ -68,18 +70,19 @@ pub enum LoadError {
 }
 
 impl Recognizer {
-    /// Loads the detector, the embedder and the restorer named by `config` and checks each on a
-    /// probe input, so a bad model file fails here, at start. The restorer is built once and
+    /// Loads the detector, the embedder and the restorers named by `config` and checks each on a
+    /// probe input, so a bad model file fails here, at start. The restorers are built once and
     /// shared by every thread that uses this recognizer.
     pub fn load(config: &Config) -> Result<Self, LoadError> {
         let detector = Detector::load(&config.models_dir, config.detector.clone())?;
         let embedder = Embedder::load(&config.models_dir)?;
-        let restorer = restore::build(config.restore.method, &config.models_dir).map_err(LoadError::Restorer)?;
+        let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
         Ok(Self {
             detector,
             embedder,
-            restorer,
+            restorer: build(config.restore.method)?,
             restore_below: config.restore.below_px,
+            fallback: build(config.restore.fallback)?,
             models_dir: config.models_dir.clone(),
         })
     }
@@ -88,11 +91,6 @@ impl Recognizer {
     /// several); build it once and share it.
     pub fn load_restorer(&self, kind: RestoreKind) -> Result<Box<dyn Restorer>, ModelError> {
         restore::build(kind, &self.models_dir)
-    }
-
-    /// The configured restorer (used for faces below `restore.below_px`).
-    pub fn restorer(&self) -> &dyn Restorer {
-        self.restorer.as_ref()
     }
 
     pub fn models_dir(&self) -> &Path {
@@ -138,13 +136,14 @@ impl Recognizer {
     fn embed_face_aligned(&self, frame: &RgbImage, face: &Face) -> Result<(Observation, RgbImage), RecognizeError> {
         let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
         let aligned_px = alignment.native_size();
-        let (aligned, restorer) = self.aligned_face(frame, &alignment, self.restorer.as_ref())?;
+        let restorer = if aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
+        let (aligned, restorer) = self.aligned_face(frame, &alignment, restorer.as_ref())?;
         let embedding = self.embedder.embed(&aligned)?;
         Ok((Observation { face: *face, aligned_px, restorer, embedding }, aligned))
     }
 
     /// The 112x112 face the embedder sees: warped straight to 112 when the face is at least
-    /// `restore_below` px, else warped at its native size and restored by `restorer`.
+    /// 112 px, else warped at its native size and restored by `restorer`.
     pub fn aligned_face(
         &self,
         frame: &RgbImage,
@@ -152,7 +151,7 @@ impl Recognizer {
         restorer: &dyn Restorer,
     ) -> Result<(RgbImage, Option<String>), RecognizeError> {
         let native = alignment.native_size();
-        if native >= self.restore_below || native >= ALIGNED_SIZE as f32 {
+        if native >= ALIGNED_SIZE as f32 {
             let face = alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?;
             return Ok((face, None));
         }

@@ -65,16 +65,17 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestoreConfig {
-    /// Restorer for small faces.
+    /// Restorer for faces whose aligned crop spans fewer frame pixels than `below_px`.
     pub method: RestoreKind,
-    /// Faces whose aligned crop spans fewer frame pixels than this are restored; larger ones are
-    /// aligned straight to 112x112.
     pub below_px: f32,
+    /// Restorer for faces from `below_px` up to 112 px. Faces of 112 px or more are aligned
+    /// straight to 112x112 and never restored.
+    pub fallback: RestoreKind,
 }
 
 impl Default for RestoreConfig {
     fn default() -> Self {
-        Self { method: RestoreKind::Bicubic, below_px: 112.0 }
+        Self { method: RestoreKind::Bicubic, below_px: 112.0, fallback: RestoreKind::Bicubic }
     }
 }
 

@@ -160,3 +160,27 @@ fn ftlgan_int8_and_fp32_restore_a_real_face_alike_and_keep_it_matchable() {
         }
     }
 }
+
+#[test]
+fn faces_below_the_threshold_get_the_configured_restorer_larger_ones_the_fallback() {
+    let mut config = Config::default();
+    config.restore.method = RestoreKind::FtlganFp32;
+    config.restore.below_px = 32.0;
+    config.restore.fallback = RestoreKind::Bicubic;
+    let rec = farsight::Recognizer::load(&config).unwrap();
+    let img = images::load(&lfw_image("Tony_Blair", 3)).unwrap();
+    let full = rec.single_face(&img, true).unwrap().expect("a face");
+    assert_eq!(full.restorer, None, "a {:.0} px face is never restored", full.aligned_px);
+    let (w, h) = img.dimensions();
+    for (face_px, want) in [(20.0, "ftlgan-fp32"), (56.0, "bicubic")] {
+        let s = face_px / full.face.rect.w;
+        let shrunk = image::imageops::resize(
+            &img,
+            (w as f32 * s) as u32,
+            (h as f32 * s) as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        let obs = rec.single_face(&shrunk, true).unwrap().expect("a face in the shrunk photo");
+        assert_eq!(obs.restorer.as_deref(), Some(want), "face of {:.0} aligned px", obs.aligned_px);
+    }
+}
