@@ -41,12 +41,14 @@ class Generator(nn.Module):
     whole face. Only Conv, Relu, Add, Reshape/Transpose (depth-to-space) and Clip: all run in tract.
     """
 
-    def __init__(self, ch: int = 48, blocks: int = 4):
+    def __init__(self, ch: int = 48, blocks: int = 4, tail_std: float = 0.0):
         super().__init__()
         self.head = nn.Conv2d(3 * 16, ch, 3, padding=1)
         self.body = nn.Sequential(*[ResBlock(ch) for _ in range(blocks)])
         self.tail = nn.Conv2d(ch, 3 * 16, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)  # starts as the identity: bicubic in, bicubic out
+        # Starts (nearly) as the identity: bicubic in, bicubic out. An exactly zero tail passes no
+        # gradient to the body until the tail itself has grown, so training may start it small.
+        nn.init.normal_(self.tail.weight, std=tail_std)
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x):
@@ -106,7 +108,7 @@ def load_recogniser() -> nn.Module:
             self.net = net
 
         def forward(self, x):
-            return F.normalize(self.net(x * 255.0), dim=1)
+            return F.normalize(self.net((x * 255.0).contiguous(memory_format=torch.channels_last)), dim=1)
 
     return Recogniser().eval()
 
@@ -128,11 +130,13 @@ def upscale(face: Image.Image) -> Image.Image:
     return face.resize((ALIGNED, ALIGNED), Image.Resampling.BICUBIC)
 
 
-def degrade(face: Image.Image, rng: random.Random, sizes=(7, 80)) -> tuple[Image.Image, int]:
+def degrade(face: Image.Image, rng: random.Random, sizes=(14, 28, 56), random_frac=0.5,
+            random_range=(7, 80)) -> tuple[Image.Image, int]:
     """A camera-like low-resolution version of an aligned 112 face, upscaled back to 112.
-    Size uniform in `sizes` (half the time one of the evaluated 14/28/56), then with some chance
-    optical blur before sampling, sensor noise and JPEG at the low resolution."""
-    size = rng.choice((14, 28, 56)) if rng.random() < 0.5 else rng.randint(*sizes)
+    Size one of `sizes` (repeat a size to weight it), or with chance `random_frac` uniform in
+    `random_range`; then with some chance optical blur before sampling, sensor noise and JPEG at
+    the low resolution."""
+    size = rng.randint(*random_range) if rng.random() < random_frac else rng.choice(sizes)
     img = face
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5) * ALIGNED / size / 2))

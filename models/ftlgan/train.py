@@ -29,11 +29,23 @@ from PIL import Image, ImageOps
 from ftlgan import REPO, Discriminator, Generator, degrade, downsample, load_recogniser, to_tensor, upscale
 
 WORK = REPO / "models" / "ftlgan" / "work"
+# SFace activations matched by the feature term: 28x28, 14x14 and 7x7 stages of the recogniser.
+FEATURE_LAYERS = ("conv_6_relu", "conv_12_relu", "conv_14_relu")
+
+
+def capture_features(Fr) -> dict:
+    """Forward hooks that keep the FEATURE_LAYERS outputs of the recogniser's last call."""
+    feats: dict = {}
+    for name, module in Fr.net.named_modules():
+        if name in FEATURE_LAYERS:
+            module.register_forward_hook(lambda _m, _i, out, name=name: feats.__setitem__(name, out))
+    return feats
 
 
 class Faces(torch.utils.data.Dataset):
-    def __init__(self, root: Path, files, seed: int):
+    def __init__(self, root: Path, files, seed: int, sizes, random_frac: float):
         self.root, self.files, self.seed = root, files, seed
+        self.sizes, self.random_frac = sizes, random_frac
         self.epoch = 0
 
     def __len__(self):
@@ -45,7 +57,7 @@ class Faces(torch.utils.data.Dataset):
         flip = rng.random() < 0.5
         if flip:
             hr = ImageOps.mirror(hr)
-        lr, size = degrade(hr, rng)
+        lr, size = degrade(hr, rng, self.sizes, self.random_frac)
         return to_tensor(lr), to_tensor(hr), i, int(flip), size
 
 
@@ -87,8 +99,9 @@ def plot(log_path: Path, png: Path):
         return
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     steps = [int(r["step"]) for r in rows]
-    for k in ("pixel", "ident", "triplet", "adv", "d_loss"):
-        axes[0].plot(steps, [float(r[k]) for r in rows], label=k)
+    for k in ("pixel", "ident", "triplet", "feat", "adv", "d_loss"):
+        if rows[0].get(k):  # logs of older runs have no feat column
+            axes[0].plot(steps, [float(r[k]) for r in rows], label=k)
     axes[0].set_xlabel("step")
     axes[0].set_yscale("log")
     axes[0].legend()
@@ -118,8 +131,15 @@ def main():
     ap.add_argument("--w-ident", type=float, default=1.0)
     ap.add_argument("--w-triplet", type=float, default=1.0)
     ap.add_argument("--w-adv", type=float, default=0.003)
+    ap.add_argument("--w-feat", type=float, default=0.0,
+                    help="weight of the recogniser feature-matching term (relative MSE at FEATURE_LAYERS)")
     ap.add_argument("--margin", type=float, default=0.2)
     ap.add_argument("--adv-warmup", type=int, default=500, help="steps before the adversarial term starts")
+    ap.add_argument("--sizes", default="14,28,56",
+                    help="low-resolution sizes to train on, comma-separated (repeat one to weight it)")
+    ap.add_argument("--random-size-frac", type=float, default=0.5,
+                    help="share of samples at a random size in 7..80 instead of --sizes")
+    ap.add_argument("--tail-std", type=float, default=0.0, help="init std of the generator's last conv")
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--val-faces", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -156,11 +176,15 @@ def main():
     bank_code = torch.tensor([id_code[n] for n in bank_ids], device=dev)
     emb_t = torch.from_numpy(emb).to(dev)
 
-    G, D, Fr = Generator().to(dev), Discriminator().to(dev), load_recogniser().to(dev)
+    G, D = Generator(tail_std=args.tail_std).to(dev), Discriminator().to(dev)
+    # channels_last: ~15% faster SFace forward+backward on CPU (oneDNN), same arithmetic
+    Fr = load_recogniser().to(dev, memory_format=torch.channels_last)
+    feats = capture_features(Fr)
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.5, 0.99))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
-    data = Faces(root, files[train_idx].tolist(), args.seed)
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    data = Faces(root, files[train_idx].tolist(), args.seed, sizes, args.random_size_frac)
     loader_rng = torch.Generator().manual_seed(args.seed)
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     params.update(train_faces=len(train_idx), train_identities=len(by_id), val_faces=len(val_idx),
@@ -169,7 +193,7 @@ def main():
     print(json.dumps(params))
 
     log_path = out / "log.csv"
-    fields = ["step", "seconds", "pixel", "ident", "triplet", "adv", "d_loss", "lr"] + [
+    fields = ["step", "seconds", "pixel", "ident", "triplet", "adv", "d_loss", "feat", "lr"] + [
         f"val_cos_{s}{b}" for s in (14, 28, 56) for b in ("", "_bicubic")]
     log_file = open(log_path, "w", newline="")
     log = csv.DictWriter(log_file, fieldnames=fields)
@@ -186,6 +210,10 @@ def main():
                 break
             lr, hr = lr.to(dev), hr.to(dev)
             gidx = torch.from_numpy(train_idx[i.numpy()]).to(dev)
+            if args.w_feat:
+                with torch.no_grad():
+                    Fr(hr)
+                    target = dict(feats)
             sr = G(lr)
             e = Fr(sr)
             e_hr = emb_t[gidx, flip.to(dev)]
@@ -203,11 +231,14 @@ def main():
             e_neg = bank_emb[sims.argmax(1)]
             d = lambda a, b: 1.0 - (a * b).sum(1)  # noqa: E731
             l_pix = F.l1_loss(sr, hr)
+            l_feat = torch.zeros((), device=dev)
+            if args.w_feat:
+                l_feat = sum(((feats[k] - t) ** 2).mean() / (t**2).mean() for k, t in target.items()) / len(target)
             l_id = d(e, e_hr).mean()
             l_tri = F.relu(d(e, e_pos) - d(e, e_neg) + args.margin).mean()
             use_adv = step >= args.adv_warmup
             l_adv = F.softplus(-D(sr)).mean() if use_adv else torch.zeros((), device=dev)
-            loss = args.w_pixel * l_pix + args.w_ident * l_id + args.w_triplet * l_tri + args.w_adv * l_adv
+            loss = args.w_pixel * l_pix + args.w_ident * l_id + args.w_triplet * l_tri + args.w_adv * l_adv + args.w_feat * l_feat
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -219,7 +250,7 @@ def main():
                 l_d.backward()
                 opt_d.step()
             step += 1
-            for k, v in (("pixel", l_pix), ("ident", l_id), ("triplet", l_tri), ("adv", l_adv), ("d_loss", l_d)):
+            for k, v in (("pixel", l_pix), ("ident", l_id), ("triplet", l_tri), ("adv", l_adv), ("d_loss", l_d), ("feat", l_feat)):
                 v = float(v)
                 if not np.isfinite(v):
                     raise SystemExit(f"step {step}: {k} loss is {v}")
