@@ -181,6 +181,7 @@ fn faces_below_the_threshold_get_the_configured_restorer_larger_ones_the_fallbac
             image::imageops::FilterType::Triangle,
         );
         let obs = rec.single_face(&shrunk, true).unwrap().expect("a face in the shrunk photo");
+        eprintln!("face box {:.1} px, aligned crop {:.1} px", obs.face.rect.w, obs.aligned_px);
         assert_eq!(obs.restorer.as_deref(), Some(want), "face of {:.0} aligned px", obs.aligned_px);
     }
 }
