@@ -24,11 +24,12 @@ def main():
     ap.add_argument("--out", type=Path, default=REPO / "models" / "ftlgan-fp32.onnx")
     args = ap.parse_args()
     torch.manual_seed(0)
-    G = Generator().eval()
-    if args.checkpoint != "init":
-        ckpt = torch.load(args.checkpoint, map_location="cpu")
+    ckpt = None if args.checkpoint == "init" else torch.load(args.checkpoint, map_location="cpu")
+    arch = (ckpt or {}).get("arch", {})  # checkpoints before distil.py hold the default generator
+    G = Generator(**arch).eval()
+    if ckpt:
         G.load_state_dict(ckpt["generator"])
-        print(f"checkpoint step {ckpt['step']}: {ckpt.get('val')}")
+        print(f"checkpoint step {ckpt['step']}, generator {arch or 'default'}: {ckpt.get('val')}")
     x = torch.rand(1, 3, ALIGNED, ALIGNED)
     torch.onnx.export(G, (x,), str(args.out), input_names=["face"], output_names=["restored"],
                       opset_version=17, dynamo=False, do_constant_folding=True)

@@ -41,9 +41,9 @@ class Generator(nn.Module):
     whole face. Only Conv, Relu, Add, Reshape/Transpose (depth-to-space) and Clip: all run in tract.
     """
 
-    def __init__(self, ch: int = 48, blocks: int = 4, tail_std: float = 0.0):
+    def __init__(self, ch: int = 48, blocks: int = 4, head_k: int = 3, tail_std: float = 0.0):
         super().__init__()
-        self.head = nn.Conv2d(3 * 16, ch, 3, padding=1)
+        self.head = nn.Conv2d(3 * 16, ch, head_k, padding=head_k // 2)
         self.body = nn.Sequential(*[ResBlock(ch) for _ in range(blocks)])
         self.tail = nn.Conv2d(ch, 3 * 16, 3, padding=1)
         # Starts (nearly) as the identity: bicubic in, bicubic out. An exactly zero tail passes no

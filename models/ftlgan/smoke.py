@@ -1,6 +1,7 @@
 """The training smoke test: every step of the real pipeline on a handful of faces, in a temporary
 folder: prepare (farsight export-aligned + embeddings) on 4 training identities, two training
-steps, export to ONNX (checked against PyTorch), int8 quantisation. About a minute on 2 cores.
+steps, two distillation steps into the small student, export of the student to ONNX (checked
+against PyTorch), int8 quantisation. About a minute on 2 cores.
 
     models/ftlgan/.venv/bin/python models/ftlgan/smoke.py
 """
@@ -38,7 +39,8 @@ def main():
         farsight = os.environ.get("FARSIGHT_BIN", str(REPO / "target" / "release" / "farsight"))
         step("prepare.py", "--datasets", data, "--work", work, "--farsight", farsight)
         step("train.py", "--smoke", "--work", work)
-        step("export.py", "--checkpoint", work / "smoke" / "last.pt", "--out", tmp / "g.onnx")
+        step("distil.py", "--smoke", "--work", work, "--teacher", work / "smoke" / "last.pt")
+        step("export.py", "--checkpoint", work / "smoke-distil" / "last.pt", "--out", tmp / "g.onnx")
         step("quantise.py", "--fp32", tmp / "g.onnx", "--out", tmp / "g-int8.onnx", "--work", work, "--faces", "4")
     print("training smoke test: ok")
 

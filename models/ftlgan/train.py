@@ -29,6 +29,8 @@ from PIL import Image, ImageOps
 from ftlgan import REPO, Discriminator, Generator, degrade, downsample, load_recogniser, to_tensor, upscale
 
 WORK = REPO / "models" / "ftlgan" / "work"
+# The generator trained here (the teacher); distil.py makes smaller ones. Checkpoints record it.
+ARCH = {"ch": 48, "blocks": 4}
 # SFace activations matched by the feature term: 28x28, 14x14 and 7x7 stages of the recogniser.
 FEATURE_LAYERS = ("conv_6_relu", "conv_12_relu", "conv_14_relu")
 
@@ -176,7 +178,7 @@ def main():
     bank_code = torch.tensor([id_code[n] for n in bank_ids], device=dev)
     emb_t = torch.from_numpy(emb).to(dev)
 
-    G, D = Generator(tail_std=args.tail_std).to(dev), Discriminator().to(dev)
+    G, D = Generator(**ARCH, tail_std=args.tail_std).to(dev), Discriminator().to(dev)
     # channels_last: ~15% faster SFace forward+backward on CPU (oneDNN), same arithmetic
     Fr = load_recogniser().to(dev, memory_format=torch.channels_last)
     feats = capture_features(Fr)
@@ -267,8 +269,9 @@ def main():
                 score = v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]
                 if score > best and not args.smoke:
                     best = score
-                    torch.save({"generator": G.state_dict(), "step": step, "val": v}, out / "generator.pt")
-                torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(), "step": step}, out / "last.pt")
+                    torch.save({"generator": G.state_dict(), "arch": ARCH, "step": step, "val": v}, out / "generator.pt")
+                torch.save({"generator": G.state_dict(), "arch": ARCH, "discriminator": D.state_dict(), "step": step},
+                           out / "last.pt")
             if row:
                 log.writerow(row)
                 log_file.flush()  # the plot reads it, and a stopped run keeps its log

@@ -1,7 +1,8 @@
 //! The FTLGAN training smoke test: `models/ftlgan/smoke.py` runs every training step (prepare with
-//! this binary's export-aligned, two training steps, ONNX export, int8 quantisation) on four
-//! training identities. It needs the training venv that `models/ftlgan/setup.sh` creates (.ci/run
-//! does); a developer without PyTorch can skip it with `FARSIGHT_SKIP_TRAINING_SMOKE=1`.
+//! this binary's export-aligned, two training steps, two distillation steps, ONNX export, int8
+//! quantisation) on four training identities. It needs the training venv that
+//! `models/ftlgan/setup.sh` creates (.ci/run does); a developer without PyTorch can skip it with
+//! `FARSIGHT_SKIP_TRAINING_SMOKE=1`.
 
 use std::path::Path;
 use std::process::Command;
