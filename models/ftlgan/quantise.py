@@ -10,7 +10,7 @@ What ships (--out) is its weight-only form: the activation QuantizeLinear -> Deq
 pairs are removed and each Conv reads DequantizeLinear(int8 weight). tract 0.23 folds the weight
 DequantizeLinear at load and runs the Conv in float, but keeps every activation pair as two
 elementwise passes, which made the full QDQ graph slower than fp32 (MODELS.md has the figures).
-The weight-only file keeps the int8 weights (the file is ~3.7x smaller than fp32) and runs at
+The weight-only file keeps the int8 weights (the file is 3.4-3.7x smaller than fp32) and runs at
 fp32 speed.
 """
 

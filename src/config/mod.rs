@@ -75,8 +75,8 @@ pub struct RestoreConfig {
 
 impl Default for RestoreConfig {
     /// FTLGAN where it beats bicubic on LFW folds 6-10 in both evaluation modes (aligned crops
-    /// under ~32 px: +3.4% d' at 14 px crop, +1.0% at a 14 px face box, ~19 aligned px), bicubic
-    /// above, where FTLGAN's gain is within ±0.3% and would cost ~12 ms a face
+    /// under ~32 px: +3.3% d' at 14 px crop, +0.9% at a 14 px face box, ~19 aligned px), bicubic
+    /// above, where FTLGAN's gain is within ±0.3% and would cost ~4 ms a face
     /// (models/MODELS.md, "ftlgan").
     fn default() -> Self {
         Self { method: RestoreKind::Ftlgan, below_px: 32.0, fallback: RestoreKind::Bicubic }
