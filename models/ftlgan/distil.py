@@ -14,7 +14,6 @@ which export.py reads.
 """
 
 import argparse
-import csv
 import json
 import random
 import time
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ftlgan import Generator, load_recogniser
-from train import WORK, Faces, plot, split, validate
+from train import WORK, Faces, batches, csv_log, plot, split, validate
 
 
 def main():
@@ -88,53 +87,47 @@ def main():
     print(json.dumps({"teacher": teacher_val}), flush=True)
     log_path = out / "log.csv"
     fields = ["step", "seconds", "pixel", "lr"] + [f"val_cos_{s}{b}" for s in (14, 28, 56) for b in ("", "_bicubic", "_teacher")]
-    log_file = open(log_path, "w", newline="")
-    log = csv.DictWriter(log_file, fieldnames=fields)
-    log.writeheader()
+    log_file, log = csv_log(log_path, fields)
     avg, best, step, t0 = None, -1.0, 0, time.time()
     before = [p.detach().clone() for p in S.parameters()]
-    while step < args.steps:
-        data.epoch += 1
-        loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True, drop_last=len(data) > args.batch,
-                                             num_workers=0 if args.smoke else 1, generator=loader_rng)
-        for lr, _hr, _i, _flip, _size in loader:
-            if step >= args.steps:
-                break
-            with torch.no_grad():
-                want = T(lr)
-            loss = F.l1_loss(S(lr), want)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            v = loss.item()
-            if not np.isfinite(v):
-                raise SystemExit(f"step {step}: distillation loss is {v}")
-            avg = v if avg is None else 0.95 * avg + 0.05 * v
-            row = None
-            if step % 10 == 0 or step == args.steps:
-                row = {"step": step, "seconds": round(time.time() - t0, 1), "pixel": round(avg, 6),
-                       "lr": sched.get_last_lr()[0]}
-            if step % args.val_every == 0 or step == args.steps:
-                S.eval()
-                val = validate(S, Fr, root, files[val_idx], val_emb)
-                S.train()
-                val.update({f"val_cos_{s}_teacher": teacher_val[f"val_cos_{s}"] for s in (14, 28, 56)})
-                row = {**(row or {"step": step, "seconds": round(time.time() - t0, 1)}),
-                       **{k: round(x, 4) for k, x in val.items()}}
-                score = val["val_cos_14"] + val["val_cos_28"] + val["val_cos_56"]
-                if score > best and not args.smoke:
-                    best = score
-                    torch.save({"generator": S.state_dict(), "arch": arch, "step": step, "val": val,
-                                "teacher": str(teacher_path)}, out / "generator.pt")
-                torch.save({"generator": S.state_dict(), "arch": arch, "step": step}, out / "last.pt")
-            if row:
-                log.writerow(row)
-                log_file.flush()
-                print(json.dumps(row), flush=True)
-                if "val_cos_14" in row:
-                    plot(log_path, out / "losses.png")
+    for lr, _hr, _i, _flip, _size in batches(data, args.batch, 0 if args.smoke else 1, loader_rng):
+        if step >= args.steps:
+            break
+        with torch.no_grad():
+            want = T(lr)
+        loss = F.l1_loss(S(lr), want)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        v = loss.item()
+        if not np.isfinite(v):
+            raise SystemExit(f"step {step}: distillation loss is {v}")
+        avg = v if avg is None else 0.95 * avg + 0.05 * v
+        row = None
+        if step % 10 == 0 or step == args.steps:
+            row = {"step": step, "seconds": round(time.time() - t0, 1), "pixel": round(avg, 6),
+                   "lr": sched.get_last_lr()[0]}
+        if step % args.val_every == 0 or step == args.steps:
+            S.eval()
+            val = validate(S, Fr, root, files[val_idx], val_emb)
+            S.train()
+            val.update({f"val_cos_{s}_teacher": teacher_val[f"val_cos_{s}"] for s in (14, 28, 56)})
+            row = {**(row or {"step": step, "seconds": round(time.time() - t0, 1)}),
+                   **{k: round(x, 4) for k, x in val.items()}}
+            score = val["val_cos_14"] + val["val_cos_28"] + val["val_cos_56"]
+            if score > best and not args.smoke:
+                best = score
+                torch.save({"generator": S.state_dict(), "arch": arch, "step": step, "val": val,
+                            "teacher": str(teacher_path)}, out / "generator.pt")
+            torch.save({"generator": S.state_dict(), "arch": arch, "step": step}, out / "last.pt")
+        if row:
+            log.writerow(row)
+            log_file.flush()
+            print(json.dumps(row), flush=True)
+            if "val_cos_14" in row:
+                plot(log_path, out / "losses.png")
     if args.smoke and all(torch.equal(a, b.detach()) for a, b in zip(before, S.parameters())):
         raise SystemExit("smoke: the student did not change")
     if args.smoke:

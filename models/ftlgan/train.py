@@ -63,6 +63,22 @@ class Faces(torch.utils.data.Dataset):
         return to_tensor(lr), to_tensor(hr), i, int(flip), size
 
 
+def batches(data: "Faces", batch: int, workers: int, generator: torch.Generator):
+    """Shuffled batches without end, a fresh degradation draw each epoch (the caller stops)."""
+    while True:
+        data.epoch += 1
+        yield from torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=len(data) > batch,
+                                               num_workers=workers, generator=generator)
+
+
+def csv_log(path: Path, fields: list[str]):
+    """A CSV log with its header written: (file, writer); flush the file after each row."""
+    f = open(path, "w", newline="")
+    log = csv.DictWriter(f, fieldnames=fields)
+    log.writeheader()
+    return f, log
+
+
 def split(identities: np.ndarray, seed: int, val_fraction=0.05):
     """Holds out a fixed 5% of the training identities for validation (nobody tunes on folds 6-10)."""
     names = sorted(set(identities.tolist()))
@@ -197,87 +213,81 @@ def main():
     log_path = out / "log.csv"
     fields = ["step", "seconds", "pixel", "ident", "triplet", "adv", "d_loss", "feat", "lr"] + [
         f"val_cos_{s}{b}" for s in (14, 28, 56) for b in ("", "_bicubic")]
-    log_file = open(log_path, "w", newline="")
-    log = csv.DictWriter(log_file, fieldnames=fields)
-    log.writeheader()
+    log_file, log = csv_log(log_path, fields)
     avg, best, step, t0 = {}, -1.0, 0, time.time()
     val_emb = emb[val_idx, 0]
     before = [p.detach().clone() for p in G.parameters()]
-    while step < args.steps:
-        data.epoch += 1
-        loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True, drop_last=len(data) > args.batch,
-                                             num_workers=0 if args.smoke else 1, generator=loader_rng)
-        for lr, hr, i, flip, _size in loader:
-            if step >= args.steps:
-                break
-            lr, hr = lr.to(dev), hr.to(dev)
-            gidx = torch.from_numpy(train_idx[i.numpy()]).to(dev)
-            if args.w_feat:
-                with torch.no_grad():
-                    Fr(hr)
-                    target = dict(feats)
-            sr = G(lr)
-            e = Fr(sr)
-            e_hr = emb_t[gidx, flip.to(dev)]
-            # positives: another photo of the same person when there is one
-            pos = []
-            for k, g in enumerate(gidx.tolist()):
-                others = [j for j in by_id[identities[g]] if j != g]
-                j = random.choice(others) if others else g
-                pos.append(emb_t[j, random.randrange(2)] if others else e_hr[k])
-            e_pos = torch.stack(pos)
-            # hardest negative of another identity among all real training photos
-            sims = e.detach() @ bank_emb.T
-            own = torch.tensor([id_code[identities[g]] for g in gidx.tolist()], device=dev)
-            sims[bank_code[None, :] == own[:, None]] = -2.0
-            e_neg = bank_emb[sims.argmax(1)]
-            d = lambda a, b: 1.0 - (a * b).sum(1)  # noqa: E731
-            l_pix = F.l1_loss(sr, hr)
-            l_feat = torch.zeros((), device=dev)
-            if args.w_feat:
-                l_feat = sum(((feats[k] - t) ** 2).mean() / (t**2).mean() for k, t in target.items()) / len(target)
-            l_id = d(e, e_hr).mean()
-            l_tri = F.relu(d(e, e_pos) - d(e, e_neg) + args.margin).mean()
-            use_adv = step >= args.adv_warmup
-            l_adv = F.softplus(-D(sr)).mean() if use_adv else torch.zeros((), device=dev)
-            loss = args.w_pixel * l_pix + args.w_ident * l_id + args.w_triplet * l_tri + args.w_adv * l_adv + args.w_feat * l_feat
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            sched.step()
-            l_d = torch.zeros(())
-            if use_adv or step >= args.adv_warmup - 100:  # D starts a little before G is judged
-                l_d = F.softplus(-D(hr)).mean() + F.softplus(D(sr.detach())).mean()
-                opt_d.zero_grad(set_to_none=True)
-                l_d.backward()
-                opt_d.step()
-            step += 1
-            for k, v in (("pixel", l_pix), ("ident", l_id), ("triplet", l_tri), ("adv", l_adv), ("d_loss", l_d), ("feat", l_feat)):
-                v = float(v)
-                if not np.isfinite(v):
-                    raise SystemExit(f"step {step}: {k} loss is {v}")
-                avg[k] = v if k not in avg else 0.95 * avg[k] + 0.05 * v
-            row = None
-            if step % 10 == 0 or step == args.steps:
-                row = {"step": step, "seconds": round(time.time() - t0, 1), "lr": sched.get_last_lr()[0],
-                       **{k: round(v, 5) for k, v in avg.items()}}
-            if step % args.val_every == 0 or step == args.steps:
-                G.eval()
-                v = validate(G, Fr, root, files[val_idx], val_emb)
-                G.train()
-                row = {**(row or {"step": step, "seconds": round(time.time() - t0, 1)}), **{k: round(x, 4) for k, x in v.items()}}
-                score = v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]
-                if score > best and not args.smoke:
-                    best = score
-                    torch.save({"generator": G.state_dict(), "arch": ARCH, "step": step, "val": v}, out / "generator.pt")
-                torch.save({"generator": G.state_dict(), "arch": ARCH, "discriminator": D.state_dict(), "step": step},
-                           out / "last.pt")
-            if row:
-                log.writerow(row)
-                log_file.flush()  # the plot reads it, and a stopped run keeps its log
-                print(json.dumps(row), flush=True)
-                if "val_cos_14" in row:
-                    plot(log_path, out / "losses.png")
+    for lr, hr, i, flip, _size in batches(data, args.batch, 0 if args.smoke else 1, loader_rng):
+        if step >= args.steps:
+            break
+        lr, hr = lr.to(dev), hr.to(dev)
+        gidx = torch.from_numpy(train_idx[i.numpy()]).to(dev)
+        if args.w_feat:
+            with torch.no_grad():
+                Fr(hr)
+                target = dict(feats)
+        sr = G(lr)
+        e = Fr(sr)
+        e_hr = emb_t[gidx, flip.to(dev)]
+        # positives: another photo of the same person when there is one
+        pos = []
+        for k, g in enumerate(gidx.tolist()):
+            others = [j for j in by_id[identities[g]] if j != g]
+            j = random.choice(others) if others else g
+            pos.append(emb_t[j, random.randrange(2)] if others else e_hr[k])
+        e_pos = torch.stack(pos)
+        # hardest negative of another identity among all real training photos
+        sims = e.detach() @ bank_emb.T
+        own = torch.tensor([id_code[identities[g]] for g in gidx.tolist()], device=dev)
+        sims[bank_code[None, :] == own[:, None]] = -2.0
+        e_neg = bank_emb[sims.argmax(1)]
+        d = lambda a, b: 1.0 - (a * b).sum(1)  # noqa: E731
+        l_pix = F.l1_loss(sr, hr)
+        l_feat = torch.zeros((), device=dev)
+        if args.w_feat:
+            l_feat = sum(((feats[k] - t) ** 2).mean() / (t**2).mean() for k, t in target.items()) / len(target)
+        l_id = d(e, e_hr).mean()
+        l_tri = F.relu(d(e, e_pos) - d(e, e_neg) + args.margin).mean()
+        use_adv = step >= args.adv_warmup
+        l_adv = F.softplus(-D(sr)).mean() if use_adv else torch.zeros((), device=dev)
+        loss = args.w_pixel * l_pix + args.w_ident * l_id + args.w_triplet * l_tri + args.w_adv * l_adv + args.w_feat * l_feat
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        sched.step()
+        l_d = torch.zeros(())
+        if use_adv or step >= args.adv_warmup - 100:  # D starts a little before G is judged
+            l_d = F.softplus(-D(hr)).mean() + F.softplus(D(sr.detach())).mean()
+            opt_d.zero_grad(set_to_none=True)
+            l_d.backward()
+            opt_d.step()
+        step += 1
+        for k, v in (("pixel", l_pix), ("ident", l_id), ("triplet", l_tri), ("adv", l_adv), ("d_loss", l_d), ("feat", l_feat)):
+            v = float(v)
+            if not np.isfinite(v):
+                raise SystemExit(f"step {step}: {k} loss is {v}")
+            avg[k] = v if k not in avg else 0.95 * avg[k] + 0.05 * v
+        row = None
+        if step % 10 == 0 or step == args.steps:
+            row = {"step": step, "seconds": round(time.time() - t0, 1), "lr": sched.get_last_lr()[0],
+                   **{k: round(v, 5) for k, v in avg.items()}}
+        if step % args.val_every == 0 or step == args.steps:
+            G.eval()
+            v = validate(G, Fr, root, files[val_idx], val_emb)
+            G.train()
+            row = {**(row or {"step": step, "seconds": round(time.time() - t0, 1)}), **{k: round(x, 4) for k, x in v.items()}}
+            score = v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]
+            if score > best and not args.smoke:
+                best = score
+                torch.save({"generator": G.state_dict(), "arch": ARCH, "step": step, "val": v}, out / "generator.pt")
+            torch.save({"generator": G.state_dict(), "arch": ARCH, "discriminator": D.state_dict(), "step": step},
+                       out / "last.pt")
+        if row:
+            log.writerow(row)
+            log_file.flush()  # the plot reads it, and a stopped run keeps its log
+            print(json.dumps(row), flush=True)
+            if "val_cos_14" in row:
+                plot(log_path, out / "losses.png")
     if args.smoke:
         changed = any(not torch.equal(a, b.detach()) for a, b in zip(before, G.parameters()))
         if not changed:

@@ -127,8 +127,9 @@ fn retinaface_finds_the_same_face_and_landmarks_as_centerface() {
 /// 14 px and bicubic-upscaled by PIL (the exact input is the committed PNG), run through each
 /// committed model in tract, must match onnxruntime's output to max |diff| 1e-4 (float
 /// reassociation only): the int8 file is weight-only QDQ, and both runtimes dequantise its int8
-/// weights to the same floats (no activation is requantised). Then the whole restorer (farsight's own downsample and Catmull-Rom,
-/// then the model) on the same aligned face must land within 3/255 mean of the golden output.
+/// weights to the same floats (no activation is requantised). Then the whole restorer (farsight's
+/// own downsample and Catmull-Rom, then the model) on the same aligned face must land within
+/// 3/255 mean of the golden output.
 #[test]
 fn ftlgan_restorers_in_tract_match_onnxruntime() {
     let g = golden("ftlgan_abdullah_gul_0001_14px.json");
