@@ -62,6 +62,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
 
     teacher_path = args.teacher or (args.work / "run2" / "generator.pt")
+    if not teacher_path.exists():
+        raise SystemExit(f"{teacher_path} is missing: train the teacher first (train.py --out work/run2 ...) "
+                         "or name one with --teacher")
     tckpt = torch.load(teacher_path, map_location="cpu")
     T = Generator(**tckpt.get("arch", {})).eval()
     T.load_state_dict(tckpt["generator"])
