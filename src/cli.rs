@@ -31,7 +31,7 @@ pub enum Command {
         /// folder of images), instead of the config's cameras; repeatable. Default without a
         /// config: the bundled samples/ folder.
         #[arg(long)]
-        source: Vec<String>,
+        source: Vec<std::ffi::OsString>,
         #[arg(long)]
         gallery: Option<PathBuf>,
         /// Treat --source as live (drop frames when behind) even if it is a file: simulates a
@@ -58,6 +58,10 @@ pub enum Command {
         /// When an image shows several faces, use the largest instead of refusing the image.
         #[arg(long)]
         largest: bool,
+        /// Create the gallery's folder if it does not exist (without it, a missing folder is
+        /// refused: a typo must not start a new gallery elsewhere).
+        #[arg(long)]
+        create_dir: bool,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },

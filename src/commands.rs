@@ -18,11 +18,14 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Run { source, gallery, live, summary } => {
-            crate::live::run(config, source, gallery, live, summary.as_deref())
+            crate::live::run(config, cli.config.is_some(), source, gallery, live, summary.as_deref())
         }
         Command::Status { file } => crate::live::status(&config, file),
-        Command::Enroll { gallery, name, largest, images } => enroll(&config, gallery, &name, largest, &images),
-        Command::Gallery { gallery, action } => gallery_admin(&config, gallery, action),
+        Command::Enroll { gallery, name, largest, create_dir, images } => {
+            let opts = EnrollOptions { largest, create_dir, quiet: cli.quiet };
+            enroll(&config, gallery, &name, &opts, &images)
+        }
+        Command::Gallery { gallery, action } => gallery_admin(&config, gallery, action, cli.quiet),
         Command::Identify { gallery, images } => identify(&config, gallery, &images),
         Command::Eval { dataset, pairs, folds, sizes, restorers, modes, json, roc, threads, max_pairs_per_fold } => {
             let folds = folds.as_deref().map(eval::parse_folds).transpose()?.unwrap_or_default();
@@ -58,7 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Validate => validate(&config, cli.config.as_deref()),
+        Command::Validate => validate(config, cli.config.as_deref()),
     }
 }
 
@@ -70,8 +73,33 @@ fn gallery_path(config: &Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| config.gallery.clone())
 }
 
-fn enroll(config: &Config, gallery: Option<PathBuf>, name: &str, largest: bool, paths: &[PathBuf]) -> Result<()> {
+/// How `enroll` treats its images and the gallery path.
+struct EnrollOptions {
+    /// Use the largest of several faces instead of refusing the image.
+    largest: bool,
+    /// Create the gallery's folder when it is missing (otherwise a typo is refused).
+    create_dir: bool,
+    /// No progress lines on stderr.
+    quiet: bool,
+}
+
+fn enroll(
+    config: &Config,
+    gallery: Option<PathBuf>,
+    name: &str,
+    opts: &EnrollOptions,
+    paths: &[PathBuf],
+) -> Result<()> {
+    // Everything that can be refused without the models is refused first, and nothing is written
+    // on any refusal.
+    farsight::gallery::check_name(name)?;
     let path = gallery_path(config, gallery);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+        if !opts.create_dir {
+            return Err(farsight::gallery::GalleryError::NoFolder { path: path.clone(), dir: dir.to_owned() }.into());
+        }
+    }
     let rec = load_recognizer(config)?;
     let id = rec.embedder().id().clone();
     if path.exists() {
@@ -81,28 +109,30 @@ fn enroll(config: &Config, gallery: Option<PathBuf>, name: &str, largest: bool, 
     let mut templates = Vec::new();
     let mut rejected = Vec::new();
     for p in paths {
-        let img = match images::load(p) {
+        let img = match images::load(p, &config.images) {
             Ok(img) => img,
             Err(e) => {
                 rejected.push(e.to_string());
                 continue;
             }
         };
-        match rec.single_face(&img, largest)? {
+        match rec.single_face(&img, opts.largest)? {
             Ok(obs) => {
                 let r = obs.face.rect;
-                eprintln!(
-                    "{}: using the face at x={:.0} y={:.0} w={:.0} h={:.0} (detector score {:.2})",
-                    p.display(),
-                    r.x,
-                    r.y,
-                    r.w,
-                    r.h,
-                    obs.face.score
-                );
+                if !opts.quiet {
+                    eprintln!(
+                        "{}: using the face at x={:.0} y={:.0} w={:.0} h={:.0} (detector score {:.2})",
+                        p.display(),
+                        r.x,
+                        r.y,
+                        r.w,
+                        r.h,
+                        obs.face.score
+                    );
+                }
                 templates.push(NewTemplate {
                     vector: obs.embedding,
-                    source: format!("{} [{:.0},{:.0},{:.0},{:.0}]", p.display(), r.x, r.y, r.w, r.h),
+                    source: format!("{} [{:.0},{:.0},{:.0},{:.0}]", path_text(p), r.x, r.y, r.w, r.h),
                     face_px: obs.aligned_px,
                 });
             }
@@ -113,18 +143,45 @@ fn enroll(config: &Config, gallery: Option<PathBuf>, name: &str, largest: bool, 
     if !rejected.is_empty() {
         bail!("nothing enrolled; fix or leave out these images:\n  {}", rejected.join("\n  "));
     }
+    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the gallery folder {}", dir.display()))?;
+    }
     let mut g = Gallery::open(&path, OpenMode::CreateIfMissing, Some(&id))?;
     let new = g.enroll(name, &id, &templates)?;
-    eprintln!(
-        "{} {name:?}: {} template(s) added to {}",
-        if new { "enrolled" } else { "updated" },
-        templates.len(),
-        path.display()
-    );
+    if !opts.quiet {
+        eprintln!(
+            "{} {}: {} template(s) added to {}",
+            if new { "enrolled" } else { "updated" },
+            farsight::gallery::shorten(name),
+            templates.len(),
+            path.display()
+        );
+    }
     Ok(())
 }
 
-fn gallery_admin(config: &Config, gallery: Option<PathBuf>, action: GalleryAction) -> Result<()> {
+/// A path as text, losslessly: valid UTF-8 as it is, any other byte as `\xNN` (a template's
+/// `source` must say which file it came from, not a replacement character).
+fn path_text(p: &Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        p.display().to_string()
+    }
+}
+
+fn gallery_admin(config: &Config, gallery: Option<PathBuf>, action: GalleryAction, quiet: bool) -> Result<()> {
     let path = gallery_path(config, gallery);
     let mut g = Gallery::open(&path, OpenMode::MustExist, None)?;
     match action {
@@ -137,16 +194,23 @@ fn gallery_admin(config: &Config, gallery: Option<PathBuf>, action: GalleryActio
                 for i in &list {
                     println!("{:<40} {:>9}  {}", i.name, i.templates, i.embedders.join(","));
                 }
-                eprintln!("{} identities in {}", list.len(), path.display());
+                if !quiet {
+                    eprintln!("{} identities in {}", list.len(), path.display());
+                }
             }
         }
         GalleryAction::Remove { name } => {
             g.remove(&name)?;
-            eprintln!("removed {name:?}");
+            if !quiet {
+                eprintln!("removed {}", farsight::gallery::shorten(&name));
+            }
         }
         GalleryAction::Rename { from, to } => {
+            farsight::gallery::check_name(&to)?;
             g.rename(&from, &to)?;
-            eprintln!("renamed {from:?} to {to:?}");
+            if !quiet {
+                eprintln!("renamed {} to {}", farsight::gallery::shorten(&from), farsight::gallery::shorten(&to));
+            }
         }
     }
     Ok(())
@@ -160,14 +224,15 @@ fn identify(config: &Config, gallery: Option<PathBuf>, paths: &[PathBuf]) -> Res
     let m = &config.matching;
     let mut failures = 0;
     for p in paths {
-        let observations = match images::load(p).map_err(anyhow::Error::from).and_then(|img| Ok(rec.observe(&img)?)) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("{}: {e:#}", p.display());
-                failures += 1;
-                continue;
-            }
-        };
+        let observations =
+            match images::load(p, &config.images).map_err(anyhow::Error::from).and_then(|img| Ok(rec.observe(&img)?)) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{}: {e:#}", p.display());
+                    failures += 1;
+                    continue;
+                }
+            };
         if observations.is_empty() {
             println!("{}: no face found", p.display());
         }
@@ -210,8 +275,8 @@ fn evaluate(config: &Config, opts: &EvalOptions, json: Option<&Path>, roc: Optio
 
 fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<()> {
     let image = image.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/obama.jpg")));
-    let photo =
-        images::load(&image).with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
+    let photo = images::load(&image, &config.images)
+        .with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
     let rec = load_recognizer(config)?;
     // Time the detector the config does not select too, so both choices have figures.
     let other_kind = match config.detector.kind {
@@ -234,18 +299,21 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
     Ok(())
 }
 
-fn validate(config: &Config, path: Option<&Path>) -> Result<()> {
-    let rec = load_recognizer(config)?;
-    let gallery = &config.gallery;
-    if gallery.exists() {
-        let g = Gallery::open(gallery, OpenMode::MustExist, Some(rec.embedder().id()))?;
-        eprintln!("gallery {}: {} identities", gallery.display(), g.list()?.len());
-    } else {
-        eprintln!("gallery {} does not exist yet (created by the first enroll)", gallery.display());
+/// Runs the daemon's start-up check (the same as `run`'s) and says what it found.
+fn validate(mut config: Config, path: Option<&Path>) -> Result<()> {
+    crate::live::demo_cameras(&mut config, path.is_some())?;
+    let prepared = farsight::daemon::prepare(config, false)?;
+    let config = &prepared.config;
+    match prepared.identities {
+        Some(n) => eprintln!("gallery {}: {n} identities", config.gallery.display()),
+        None => eprintln!("gallery {} does not exist yet (created by the first enroll)", config.gallery.display()),
     }
+    let names: Vec<&str> = config.cameras.iter().map(|c| c.name.as_str()).collect();
     eprintln!(
-        "{}: OK (models load, settings valid)",
-        path.map_or("built-in default config".into(), |p| p.display().to_string())
+        "{}: OK (settings valid, models load, {} camera(s): {}, state paths writable)",
+        path.map_or("built-in default config".into(), |p| p.display().to_string()),
+        names.len(),
+        names.join(", ")
     );
     Ok(())
 }

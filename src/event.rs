@@ -92,6 +92,17 @@ pub enum TrackDecision {
     Unknown,
 }
 
+/// Which event of a visit this is. Every visit that lasts `track.min_frames` frames ends with
+/// exactly one `final` event; before it, at most one `decision` (sent while the person is still
+/// there, once the track is confident) and an `update` for each later change of that decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Decision,
+    Update,
+    Final,
+}
+
 /// The best face of a track: what the decision rests on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BestShot {
@@ -119,8 +130,11 @@ pub struct BestShot {
 pub struct TrackEvent {
     /// `"match"` or `"unknown"`.
     pub event: TrackDecision,
-    /// False for the one event every track ends with (when it is lost or its source ends); true
-    /// for an early update sent while the track is still open (`events.updates = true`).
+    /// `"decision"` (announced while the person is there), `"update"` (the decision changed) or
+    /// `"final"` (the visit ended; its one closing event).
+    pub phase: Phase,
+    /// False for the `final` event every track ends with; true for the events sent while the
+    /// track is still open (`decision`, `update`).
     pub update: bool,
     /// The camera's configured name.
     pub camera: String,

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot read dataset folder {path}: {source}")]
+    #[error("cannot read dataset folder {path}")]
     Dataset { path: PathBuf, source: std::io::Error },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot encode {path}: {source}")]
+    #[error("cannot encode {path}")]
     Encode { path: PathBuf, source: image::ImageError },
 }
 
@@ -73,18 +73,19 @@ pub fn export_aligned(
         let files = match images::list(&dataset.join(name)) {
             Ok(f) => f,
             Err(e) => {
-                log::warn!("skipping identity {name}: {e}");
+                log::warn!("skipping identity {name}: {}", crate::error_chain(&e));
                 continue;
             }
         };
         let dir = out.join(name);
         std::fs::create_dir_all(&dir).map_err(w_err(&dir))?;
         summary.identities += 1;
-        for file in files {
-            let img = match images::load(&file) {
+        for entry in files {
+            let images::Entry::Image(file) = entry else { continue };
+            let img = match images::load(&file, &Default::default()) {
                 Ok(img) => img,
                 Err(e) => {
-                    log::warn!("{e}");
+                    log::warn!("{}", crate::error_chain(&e));
                     summary.unreadable += 1;
                     continue;
                 }
@@ -93,7 +94,7 @@ pub fn export_aligned(
             let faces = match rec.detector().detect(&img) {
                 Ok(f) => f,
                 Err(e) => {
-                    log::warn!("{}: {e}", file.display());
+                    log::warn!("{}: {}", file.display(), crate::error_chain(&e));
                     summary.unreadable += 1;
                     continue;
                 }

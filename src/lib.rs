@@ -9,6 +9,7 @@
 pub mod align;
 pub mod bench;
 pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod embed;
 pub mod eval;
@@ -30,3 +31,17 @@ pub use config::Config;
 pub use event::FaceEvent;
 pub use gallery::{Gallery, OpenMode, Snapshot};
 pub use recognize::{Observation, Recognizer};
+
+/// An error and its causes on one line, `outer: cause: root cause`, for logs and problem lists
+/// (the binary's edge does the same with anyhow's `{:#}`). Library errors never repeat their
+/// source's text in their own message, so nothing is printed twice.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

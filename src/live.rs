@@ -1,14 +1,14 @@
 //! `farsight run` and `farsight status`: the camera daemon's edge. Everything that can be checked
-//! before starting is (configuration, camera urls and files, models, the gallery, the sinks), so a
-//! mistake fails at start with what to fix; once running, cameras and sinks retry on their own.
+//! before starting is, by the same [`daemon::prepare`] that `farsight validate` runs, so a mistake
+//! fails at start with what to fix; once running, cameras and sinks retry on their own.
 
 use anyhow::{bail, Context, Result};
 use farsight::config::CameraConfig;
-use farsight::gallery::{Gallery, OpenMode};
-use farsight::pipeline::{self, Camera, PipelineOptions};
+use farsight::daemon;
+use farsight::pipeline::{self, PipelineOptions};
 use farsight::sink::Sinks;
-use farsight::source::{open_source, SourceSpec};
-use farsight::{Config, Recognizer};
+use farsight::Config;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -22,7 +22,8 @@ const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples");
 
 pub fn run(
     mut config: Config,
-    sources: Vec<String>,
+    config_given: bool,
+    sources: Vec<OsString>,
     gallery: Option<PathBuf>,
     live: bool,
     summary: Option<&Path>,
@@ -31,45 +32,29 @@ pub fn run(
         config.gallery = g;
     }
     if !sources.is_empty() {
-        config.cameras = sources.iter().map(|s| CameraConfig::from_url(s)).collect();
+        config.cameras = sources.iter().map(|s| CameraConfig::from_arg(s)).collect();
         dedupe_names(&mut config.cameras);
-    } else if config.cameras.is_empty() {
-        if !Path::new(SAMPLES).exists() {
-            bail!("no cameras configured and the bundled samples are missing: run scripts/fetch-samples.sh, give --source, or add [[camera]] sections to the config");
-        }
-        config.cameras = vec![CameraConfig { name: "samples".to_owned(), ..CameraConfig::from_url(SAMPLES) }];
     }
+    demo_cameras(&mut config, config_given)?;
     if live {
         config.cameras.iter_mut().for_each(|c| c.live = Some(true));
     }
-    let problems = config.validate();
-    if !problems.is_empty() {
-        bail!("invalid settings: {}", problems.join("; "));
-    }
-    for cam in &config.cameras {
-        check_camera(cam)?;
-    }
-
-    let recognizer = Arc::new(Recognizer::load(&config).context("loading the models")?);
-    if config.gallery.exists() {
-        // A corrupt or foreign gallery fails now, not on the first face.
-        Gallery::open(&config.gallery, OpenMode::MustExist, Some(recognizer.embedder().id()))?;
-    } else {
+    let prepared = daemon::prepare(config, true)?;
+    let config = prepared.config;
+    if prepared.identities.is_none() {
         log::warn!(
             "gallery {} does not exist yet: every face is unknown until someone is enrolled (picked up while running)",
             config.gallery.display()
         );
     }
-    let mut cameras = Vec::new();
-    for cam in &config.cameras {
-        let source = open_source(cam).with_context(|| format!("camera {}", cam.name))?;
-        cameras.push(Camera { config: cam.clone(), source });
-    }
     let sinks = Sinks::start(&config.sinks, &config.gallery).context("starting the event sinks")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing the signal handlers")?;
+        // The first signal asks for a drain; a second one while draining exits at once (128 + signal).
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .context("installing the signal handlers")?;
     }
     let workers = match config.pipeline.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -84,10 +69,10 @@ pub fn run(
         top_k: config.matching.top_k,
         gallery: config.gallery.clone(),
         status_interval: Duration::from_secs_f32(config.pipeline.status_interval_s),
-        status_file: Some(status_path(&config)),
+        status_file: Some(daemon::status_path(&config)),
     };
     log::info!("{} camera(s), {workers} recognition worker(s)", config.cameras.len());
-    let result = pipeline::run(recognizer, cameras, &opts, |e| sinks.publish(e), sinks.stats(), stop);
+    let result = pipeline::run(prepared.recognizer, prepared.cameras, &opts, |e| sinks.publish(e), sinks.stats(), stop);
     let delivery = sinks.close(SINK_DRAIN);
     let summary_report = result?;
     log::info!(
@@ -116,8 +101,21 @@ pub fn run(
     Ok(())
 }
 
+/// The README demo's default: without a config file and without `--source`, `run` (and
+/// `validate`) read the bundled samples. A config file with no cameras is a mistake, not a demo:
+/// the start-up check refuses it.
+pub fn demo_cameras(config: &mut Config, config_given: bool) -> Result<()> {
+    if config.cameras.is_empty() && !config_given {
+        if !Path::new(SAMPLES).exists() {
+            bail!("no cameras configured and the bundled samples are missing: run scripts/fetch-samples.sh, give --source, or add [[camera]] sections to a config file");
+        }
+        config.cameras = vec![CameraConfig { name: "samples".to_owned(), ..CameraConfig::from_url(SAMPLES) }];
+    }
+    Ok(())
+}
+
 pub fn status(config: &Config, file: Option<PathBuf>) -> Result<()> {
-    let path = file.unwrap_or_else(|| status_path(config));
+    let path = file.unwrap_or_else(|| daemon::status_path(config));
     let report = pipeline::read_status(&path).with_context(|| {
         format!("reading status file {} (is farsight run going, with the same config?)", path.display())
     })?;
@@ -125,25 +123,6 @@ pub fn status(config: &Config, file: Option<PathBuf>) -> Result<()> {
     println!("{}", report.summary_line());
     println!("(written {:.0}s ago; peak RSS {} KiB)", age as f64 / 1000.0, report.peak_rss_kib.unwrap_or(0));
     Ok(())
-}
-
-fn status_path(config: &Config) -> PathBuf {
-    config.pipeline.status_file.clone().unwrap_or_else(|| {
-        let mut name = config.gallery.file_name().unwrap_or_default().to_os_string();
-        name.push(".status.json");
-        config.gallery.with_file_name(name)
-    })
-}
-
-/// Files and folders must exist at start; cameras may come and go.
-fn check_camera(cam: &CameraConfig) -> Result<()> {
-    match cam.spec() {
-        Ok(SourceSpec::Video { path } | SourceSpec::Images { path }) if !path.exists() => {
-            bail!("camera {}: {} does not exist", cam.name, path.display())
-        }
-        Ok(_) => Ok(()),
-        Err(e) => bail!("camera {}: {e}", cam.name),
-    }
 }
 
 /// `--source a/x.mp4 --source b/x.mp4` would name both cameras `x`: number the repeats.

@@ -20,15 +20,15 @@ pub enum ModelError {
     /// A file no download provides (a model trained here): `how` says which steps make it.
     #[error("model file {path} is missing: {how}")]
     NotBuilt { path: PathBuf, how: String },
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {path}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not an ONNX model tract can load (corrupt or wrong file?): {source}")]
+    #[error("{path} is not an ONNX model tract can load (corrupt or wrong file?)")]
     Parse { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("{path} does not accept input shape {shape:?} (wrong model for this role?): {source}")]
+    #[error("{path} does not accept input shape {shape:?} (wrong model for this role?)")]
     Shape { path: PathBuf, shape: Vec<usize>, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("{path}: {what}")]
     Contract { path: PathBuf, what: String },
-    #[error("running {path} failed: {source}")]
+    #[error("running {path} failed")]
     Run { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
     /// A file that is there but unusable in its role, with what to do about it. `error` is kept
     /// out of the source chain on purpose: its text is already part of this message.

@@ -2,14 +2,16 @@
 //! [`Tracker`] associates each frame's faces with the camera's open tracks (box overlap, or
 //! embedding similarity for a face that moved further), keeps each track's best shots ranked by
 //! [`quality`], fuses their embeddings (quality-weighted mean, re-normalised), and decides the
-//! track against the gallery with the fused embedding. A track not seen for `lost_after_s` of
-//! stream time, or whose camera ended, is closed and yields its one final [`TrackEvent`];
-//! optional early `update` events announce a match while the track is still open.
+//! track against the gallery with the fused embedding. While the person is there, the track's
+//! decision is announced once it is confident (a `decision` event: a match after
+//! `announce_frames` frames, a stranger after `unknown_after_s`), and a later change of mind is an
+//! `update`; a track not seen for `lost_after_s` of stream time, or whose camera ended, is closed
+//! and yields its one `final` [`TrackEvent`].
 
 use crate::config::TrackConfig;
 use crate::detect::Face;
 use crate::embed::{cosine, normalize};
-use crate::event::{BestShot, TrackDecision, TrackEvent, UNKNOWN};
+use crate::event::{BestShot, Phase, TrackDecision, TrackEvent, UNKNOWN};
 use crate::frame::unix_ms;
 use crate::gallery::{Candidate, Snapshot};
 use crate::recognize::Observation;
@@ -160,13 +162,14 @@ impl Track {
         }
     }
 
-    fn event(&self, camera: &str, matcher: &Matcher, update: bool) -> Option<TrackEvent> {
+    fn event(&self, camera: &str, matcher: &Matcher, phase: Phase) -> Option<TrackEvent> {
         let best = self.shots.first()?;
         let (decision, identity, score, candidates) = matcher.decide(&self.fused);
         let o = &best.observation;
         Some(TrackEvent {
             event: decision,
-            update,
+            phase,
+            update: phase != Phase::Final,
             camera: camera.to_owned(),
             track: self.id,
             identity,
@@ -221,8 +224,9 @@ impl Tracker {
     }
 
     /// Adds one frame's faces: each continues the best-fitting open track or starts a new one.
-    /// Returns the events this causes: final events of tracks the frame shows are lost, and
-    /// (with `updates`) early updates of tracks whose decision became or changed a match.
+    /// Returns the events this causes: final events of tracks the frame shows are lost, the
+    /// decisions of tracks that just became confident (with `announce`), and updates of
+    /// announced decisions that changed (with `updates`).
     pub fn update(
         &mut self,
         camera: &Arc<str>,
@@ -273,17 +277,24 @@ impl Tracker {
                 }
             }
         }
-        if self.config.updates {
+        if self.config.announce {
+            let c = &self.config;
+            let unknown_after = Duration::from_secs_f32(c.unknown_after_s);
             for ti in touched {
                 let t = &mut tracks[ti];
-                if t.frames_seen < self.config.min_frames {
+                if t.frames_seen < c.min_frames.max(c.announce_frames) {
                     continue;
                 }
-                let Some(ev) = t.event(camera, matcher, true) else { continue };
+                let phase = if t.announced.is_some() { Phase::Update } else { Phase::Decision };
+                let Some(ev) = t.event(camera, matcher, phase) else { continue };
                 let now = (ev.event, ev.identity.clone());
-                let changed = t.announced.as_ref() != Some(&now);
-                // Announce a match as soon as it is made, and any later change of mind.
-                if changed && (ev.event == TrackDecision::Match || t.announced.is_some()) {
+                let confident =
+                    ev.event == TrackDecision::Match || t.last.ts.saturating_sub(t.first.ts) >= unknown_after;
+                let send = match &t.announced {
+                    None => confident,
+                    Some(before) => c.updates && *before != now,
+                };
+                if send {
                     t.announced = Some(now);
                     out.push(Emitted { event: ev, crop: None });
                 }
@@ -322,7 +333,7 @@ impl Tracker {
                 self.discarded += 1;
                 continue;
             }
-            if let Some(event) = t.event(camera, matcher, false) {
+            if let Some(event) = t.event(camera, matcher, Phase::Final) {
                 let crop = t.shots.first_mut().and_then(|s| s.crop.take());
                 out.push(Emitted { event, crop });
             }

@@ -39,6 +39,9 @@ pub struct CameraConfig {
     /// A live source that delivers no frame for this long is closed and reopened.
     #[serde(default = "default_stall_timeout_s")]
     pub stall_timeout_s: f32,
+    /// A `--source` path that is not UTF-8 (`url` then only shows it): read from here instead.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 fn default_frame_interval_ms() -> u64 {
@@ -74,12 +77,30 @@ impl CameraConfig {
             frame_interval_ms: default_frame_interval_ms(),
             rtsp_latency_ms: default_rtsp_latency_ms(),
             stall_timeout_s: default_stall_timeout_s(),
+            path: None,
+        }
+    }
+
+    /// A camera for a `--source` argument, which may be a path that is not UTF-8 (as `enroll`'s
+    /// image paths may be).
+    pub fn from_arg(arg: &std::ffi::OsStr) -> Self {
+        match arg.to_str() {
+            Some(url) => Self::from_url(url),
+            None => {
+                let path = PathBuf::from(arg);
+                let shown = path.display().to_string();
+                let name = path.file_stem().map_or("camera".into(), |s| s.to_string_lossy().into_owned());
+                Self { name, path: Some(path), ..Self::from_url(&shown) }
+            }
         }
     }
 
     /// The parsed url (valid after validation).
     pub fn spec(&self) -> Result<SourceSpec, String> {
-        SourceSpec::parse(&self.url)
+        match &self.path {
+            Some(path) => Ok(SourceSpec::from_path(path.clone())),
+            None => SourceSpec::parse(&self.url),
+        }
     }
 
     pub fn is_live(&self) -> bool {
@@ -128,8 +149,16 @@ pub struct TrackConfig {
     pub min_frames: u32,
     /// The best shots fused into the track's embedding (at most 8).
     pub best_shots: usize,
-    /// Send an early `update` event when an open track's decision first becomes a match or changes,
-    /// before the final event.
+    /// Announce each visit's decision while the person is still there (a `decision` event),
+    /// before the `final` event that closes the visit.
+    pub announce: bool,
+    /// Frames a track needs before its decision is announced (a match is announced as soon as
+    /// the fused embedding matches; a stranger after `unknown_after_s`).
+    pub announce_frames: u32,
+    /// A track that matches nobody is announced as `unknown` once it has been seen this long
+    /// (stream seconds): a better shot a moment later may still match.
+    pub unknown_after_s: f32,
+    /// Send an `update` event when an announced decision changes while the track is open.
     pub updates: bool,
 }
 
@@ -143,7 +172,10 @@ impl Default for TrackConfig {
             lost_after_s: 1.5,
             min_frames: 1,
             best_shots: 5,
-            updates: false,
+            announce: true,
+            announce_frames: 3,
+            unknown_after_s: 2.0,
+            updates: true,
         }
     }
 }
@@ -329,6 +361,12 @@ pub(super) fn validate_runtime(
     if !(track.lost_after_s > 0.0 && track.lost_after_s <= 3600.0) {
         p.push(format!("track.lost_after_s = {} must be in (0, 3600]", track.lost_after_s));
     }
+    if !(1..=1000).contains(&track.announce_frames) {
+        p.push(format!("track.announce_frames = {} must be between 1 and 1000", track.announce_frames));
+    }
+    if !(track.unknown_after_s >= 0.0 && track.unknown_after_s <= 3600.0) {
+        p.push(format!("track.unknown_after_s = {} must be between 0 and 3600", track.unknown_after_s));
+    }
     if track.min_frames == 0 {
         p.push("track.min_frames must be at least 1".to_owned());
     }
@@ -354,8 +392,11 @@ pub(super) fn validate_runtime(
         }
     }
     if let Some(m) = &sinks.mqtt {
-        if m.host.is_empty() {
-            p.push("sinks.mqtt.host is empty".to_owned());
+        if m.host.is_empty() || m.host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/') {
+            p.push(format!("sinks.mqtt.host = {:?} must be a host name or address", m.host));
+        }
+        if m.port == 0 {
+            p.push("sinks.mqtt.port = 0 must be from 1 to 65535 (1883, or 8883 with TLS)".to_owned());
         }
         if m.qos > 2 {
             p.push(format!("sinks.mqtt.qos = {} must be 0, 1 or 2", m.qos));
@@ -383,8 +424,11 @@ pub(super) fn validate_runtime(
         }
     }
     if let Some(w) = &sinks.webhook {
+        let shown = crate::source::redact_url(&w.url);
         if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-            p.push(format!("sinks.webhook.url = {:?} must start with http:// or https://", w.url));
+            p.push(format!("sinks.webhook.url = {shown:?} must start with http:// or https://"));
+        } else if let Err(e) = crate::source::check_authority(&w.url) {
+            p.push(format!("sinks.webhook.url = {e}"));
         }
         if !(100..=600_000).contains(&w.timeout_ms) {
             p.push(format!("sinks.webhook.timeout_ms = {} must be between 100 and 600000", w.timeout_ms));

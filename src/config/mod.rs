@@ -11,6 +11,7 @@ pub use live::{
 
 use crate::detect::DetectorConfig;
 use crate::restore::RestoreKind;
+use crate::source::images::ImageLimits;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,7 @@ pub struct Config {
     pub track: TrackConfig,
     pub sinks: SinksConfig,
     pub crops: CropsConfig,
+    pub images: ImageLimits,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             track: TrackConfig::default(),
             sinks: SinksConfig::default(),
             crops: CropsConfig::default(),
+            images: ImageLimits::default(),
         }
     }
 }
@@ -102,8 +105,10 @@ impl Default for MatchConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is not a TOML text file: {what} at line {line}, column {column} (is this the right file?)")]
+    NotText { path: PathBuf, what: String, line: usize, column: usize },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: {problems}", problems = .problems.join("; "))]
@@ -111,15 +116,30 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file. The file must be UTF-8 text: a binary or wrongly
+    /// encoded file is refused with the position of the first bad byte.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, path)
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let at = e.valid_up_to();
+                let (line, column) = line_column(&bytes[..at]);
+                let what = format!("byte 0x{:02X} is not UTF-8", bytes[at]);
+                return Err(ConfigError::NotText { path: path.to_owned(), what, line, column });
+            }
+        };
+        if let Some(at) = text.find('\0') {
+            let (line, column) = line_column(&bytes[..at]);
+            let what = "a NUL byte (a binary file?)".to_owned();
+            return Err(ConfigError::NotText { path: path.to_owned(), what, line, column });
+        }
+        Self::parse(text, path)
     }
 
-    /// Parses and validates TOML text; `path` only names the source in messages (toml's message
-    /// carries the line and column).
+    /// Parses and validates TOML text; `path` only names the source in messages. A syntax or type
+    /// error carries toml's line and column; every value problem is prefixed with the line of its
+    /// key (`line 7: detector.max_side = 20 must be ...`).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
@@ -127,7 +147,7 @@ impl Config {
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(ConfigError::Invalid { path: path.to_owned(), problems })
+            Err(ConfigError::Invalid { path: path.to_owned(), problems: locate(text, problems) })
         }
     }
 
@@ -162,10 +182,64 @@ impl Config {
         if self.matching.top_k == 0 || self.matching.top_k > 100 {
             p.push(format!("match.top_k = {} must be between 1 and 100", self.matching.top_k));
         }
+        self.images.validate(&mut p);
         live::validate_cameras(&self.cameras, &mut p);
         live::validate_runtime(&self.pipeline, &self.track, &self.sinks, &self.crops, &mut p);
         p
     }
+}
+
+/// 1-based line and column (in characters) of the position just after `before`.
+fn line_column(before: &[u8]) -> (usize, usize) {
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    (line, String::from_utf8_lossy(&before[start..]).chars().count() + 1)
+}
+
+/// Prefixes each problem with the line of the key it is about. Problems are written key first
+/// (`sinks.mqtt.port = 0 ...`, `camera[1] ("door"): url ...`): the leading key path is looked up
+/// in the document; inside a camera, the field the message names after the colon, when the
+/// camera sets it. A key the file does not set (a default made invalid by another key) gets no line.
+pub(crate) fn locate(text: &str, problems: Vec<String>) -> Vec<String> {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else { return problems };
+    problems
+        .into_iter()
+        .map(|problem| {
+            let key: String = problem
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+                .collect();
+            let field = problem.split_once(": ").and_then(|(_, rest)| rest.split([' ', ',']).next());
+            match span_of(&doc, &key, field) {
+                Some(start) => format!("line {}: {problem}", line_column(&text.as_bytes()[..start]).0),
+                None => problem,
+            }
+        })
+        .collect()
+}
+
+/// Byte offset where `key` (dotted, with `[i]` for arrays of tables) is set, or where the table
+/// it names starts; inside an array entry, where `field` is set when the entry sets it.
+fn span_of(doc: &toml_edit::ImDocument<&str>, key: &str, field: Option<&str>) -> Option<usize> {
+    let mut item: &toml_edit::Item = doc.as_item();
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        item = item.get(name)?;
+        if let Some(i) = index {
+            let toml_edit::Item::ArrayOfTables(array) = item else { return None };
+            let table = array.get(i)?;
+            let field_span = field.and_then(|f| table.key(f)).and_then(|k| k.span());
+            return field_span.or_else(|| table.span()).map(|s| s.start);
+        }
+    }
+    match item {
+        toml_edit::Item::Table(t) => t.span(),
+        other => other.span(),
+    }
+    .map(|s| s.start)
 }
 
 #[cfg(test)]

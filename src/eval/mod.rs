@@ -115,9 +115,9 @@ pub enum EvalError {
     NothingDetected(usize),
     #[error("{failed} of {total} images could not be read: first error: {first}")]
     TooManyFailures { failed: usize, total: usize, first: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: std::io::Error },
-    #[error("cannot encode the report as JSON: {0}")]
+    #[error("cannot encode the report as JSON")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Plot(#[from] roc_plot::PlotError),
@@ -172,10 +172,10 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
             None => return Err("not located".to_owned()),
         };
         let face = if face.detected { face } else { probe::fallback_face(&mean, w, h) };
-        let frame = images::load(&img.path(&opts.dataset)).map_err(|e| e.to_string())?;
+        let frame = images::load(&img.path(&opts.dataset), &Default::default()).map_err(|e| crate::error_chain(&e))?;
         let probe_variants: &[(Mode, u32)] = if probes.contains(img) { &variants } else { &[] };
         probe::process(rec, &frame, &face, references.contains(img), probe_variants, &restorers)
-            .map_err(|e: RecognizeError| format!("{}: {e}", img.path(&opts.dataset).display()))
+            .map_err(|e: RecognizeError| format!("{}: {}", img.path(&opts.dataset).display(), crate::error_chain(&e)))
     })?;
 
     let failed: Vec<&String> = results.values().filter_map(|r| r.as_ref().err()).collect();
@@ -261,9 +261,9 @@ fn score_row(mode: Mode, size: u32, restore: RestoreKind, scored: &[ScoredPair],
 /// Loads an image and finds its labelled face; returns the face (or a not-detected marker) and
 /// the image size.
 fn locate(rec: &Recognizer, path: &Path) -> Result<(LabelledFace, u32, u32), String> {
-    let img = images::load(path).map_err(|e| e.to_string())?;
+    let img = images::load(path, &Default::default()).map_err(|e| crate::error_chain(&e))?;
     let (w, h) = img.dimensions();
-    let faces = rec.detector().detect(&img).map_err(|e| format!("{}: {e}", path.display()))?;
+    let faces = rec.detector().detect(&img).map_err(|e| format!("{}: {}", path.display(), crate::error_chain(&e)))?;
     let face = match probe::pick_centre_face(&faces, w, h) {
         Some(f) => LabelledFace { landmarks: f.landmarks, rect: f.rect, detected: true },
         None => LabelledFace { landmarks: Default::default(), rect: Default::default(), detected: false },

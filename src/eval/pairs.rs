@@ -30,7 +30,7 @@ pub struct Pair {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PairsError {
-    #[error("cannot read pairs file {path}: {source}")]
+    #[error("cannot read pairs file {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("pairs file {path}, line {line}: {what}")]
     Syntax { path: PathBuf, line: usize, what: String },

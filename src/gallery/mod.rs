@@ -19,10 +19,24 @@ pub enum GalleryError {
         "gallery {path} does not exist: enroll someone first (`farsight enroll --gallery {path} --name NAME IMAGE...`)"
     )]
     Missing { path: PathBuf },
-    #[error("cannot create gallery {path}: {source}")]
+    #[error("cannot create gallery {path}")]
     Create { path: PathBuf, source: std::io::Error },
-    #[error("gallery {path} is not a farsight gallery or is corrupt ({source}): move it aside and re-enroll")]
+    #[error(
+        "the folder {dir} for gallery {path} does not exist: create it (or check --gallery for a typo; \
+         `enroll --create-dir` creates it)"
+    )]
+    NoFolder { path: PathBuf, dir: PathBuf },
+    #[error("gallery {path} is not a farsight gallery or is corrupt: move it aside and re-enroll")]
     Corrupt { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "{path} is an SQLite database of another program (it has no farsight schema): give --gallery a new \
+         file name"
+    )]
+    Foreign { path: PathBuf },
+    #[error("the disk holding gallery {path} is full: nothing was written; free some space and try again")]
+    DiskFull { path: PathBuf, source: rusqlite::Error },
+    #[error("gallery {path}: database error")]
+    Database { path: PathBuf, source: rusqlite::Error },
     #[error("gallery {path} has schema version {found}, newer than this farsight ({supported}): upgrade farsight")]
     TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error(
@@ -32,13 +46,15 @@ pub enum GalleryError {
     ForeignEmbedder { path: PathBuf, found: String, expected: String },
     #[error("template for {name:?} has {got} dimensions, the gallery's embedder makes {want}")]
     Dimension { name: String, got: usize, want: usize },
-    #[error("no identity named {0:?} in the gallery")]
+    #[error("no identity named {} in the gallery", shorten(.0))]
     UnknownIdentity(String),
-    #[error("an identity named {0:?} already exists")]
+    #[error("an identity named {} already exists", shorten(.0))]
     NameTaken(String),
-    #[error("identity names must be 1-200 printable characters and not \"unknown\", got {0:?}")]
-    BadName(String),
-    #[error("gallery database error: {0}")]
+    #[error("identity name {} is refused: {why}", shorten(.name))]
+    BadName { name: String, why: &'static str },
+    /// An SQLite error inside an operation, before [`Gallery`] names the file (never returned by
+    /// a public method: they turn it into `Corrupt`, `DiskFull` or `Database`).
+    #[error("gallery database error")]
     Sql(#[from] rusqlite::Error),
 }
 
@@ -84,7 +100,26 @@ impl Gallery {
             }
             create_private_file(path)?;
         }
-        let corrupt = |source| GalleryError::Corrupt { path: path.to_owned(), source };
+        // Several processes opening a new gallery at once (two first enrolls, a daemon starting)
+        // race for the switch to WAL and the schema set-up; SQLite answers some of those lock
+        // upgrades with SQLITE_BUSY at once, without its busy handler (deadlock avoidance), so
+        // the whole open is retried for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::open_once(path, embedder) {
+                Err(GalleryError::Database { source, .. })
+                    if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, embedder: Option<&EmbedderId>) -> Result<Self, GalleryError> {
+        let corrupt = |source| sql_error(path, source);
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(corrupt)?;
@@ -104,11 +139,14 @@ impl Gallery {
     }
 
     fn init(mut conn: Connection, path: &Path, embedder: Option<&EmbedderId>) -> Result<Self, GalleryError> {
-        let corrupt = |source| GalleryError::Corrupt { path: path.to_owned(), source };
+        let corrupt = |source| sql_error(path, source);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(corrupt)?;
         let found = schema::version(&tx).map_err(corrupt)?;
         if found > schema::CURRENT_VERSION {
             return Err(GalleryError::TooNew { path: path.to_owned(), found, supported: schema::CURRENT_VERSION });
+        }
+        if found == 0 && schema::has_tables(&tx).map_err(corrupt)? {
+            return Err(GalleryError::Foreign { path: path.to_owned() });
         }
         if found < schema::CURRENT_VERSION {
             schema::migrate(&tx, found).map_err(corrupt)?;
@@ -116,13 +154,65 @@ impl Gallery {
         tx.commit().map_err(corrupt)?;
         let gallery = Self { conn, path: path.to_owned() };
         if let Some(id) = embedder {
-            gallery.check_embedder(id)?;
+            gallery.check_embedder(id).map_err(|e| gallery.locate(e))?;
         }
         Ok(gallery)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Adds `templates` to identity `name` (created if new) in one transaction: either all are
+    /// written or none. Returns whether the identity was new.
+    pub fn enroll(
+        &mut self,
+        name: &str,
+        embedder: &EmbedderId,
+        templates: &[NewTemplate],
+    ) -> Result<bool, GalleryError> {
+        self.enroll_at(name, embedder, templates).map_err(|e| self.locate(e))
+    }
+
+    /// Every identity with its template count, by name.
+    pub fn list(&self) -> Result<Vec<IdentitySummary>, GalleryError> {
+        self.list_at().map_err(|e| self.locate(e))
+    }
+
+    /// Deletes an identity and all its templates.
+    pub fn remove(&mut self, name: &str) -> Result<(), GalleryError> {
+        self.remove_at(name).map_err(|e| self.locate(e))
+    }
+
+    /// Renames an identity; the new name must be free and pass [`check_name`].
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), GalleryError> {
+        self.rename_at(from, to).map_err(|e| self.locate(e))
+    }
+
+    /// A number that changes whenever an enroll, remove or rename commits, in this process or
+    /// another: a running pipeline compares it to decide when to reload its snapshot. (SQLite's
+    /// `data_version` alone would also change on every event the SQLite sink writes.)
+    pub fn generation(&self) -> Result<i64, GalleryError> {
+        self.generation_at().map_err(|e| self.locate(e))
+    }
+
+    /// SQLite's `data_version`: changes when another connection commits anything. Cheap to poll;
+    /// check [`Gallery::generation`] when it moves.
+    pub fn data_version(&self) -> Result<i64, GalleryError> {
+        self.data_version_at().map_err(|e| self.locate(e))
+    }
+
+    /// Loads every template into an immutable matrix for matching.
+    pub fn snapshot(&self) -> Result<Snapshot, GalleryError> {
+        self.snapshot_at().map_err(|e| self.locate(e))
+    }
+
+    /// Names the file in an SQLite error (and says what to do about a damaged file or a full disk).
+    fn locate(&self, e: GalleryError) -> GalleryError {
+        match e {
+            GalleryError::Sql(source) => sql_error(&self.path, source),
+            other => other,
+        }
     }
 
     fn check_embedder(&self, id: &EmbedderId) -> Result<(), GalleryError> {
@@ -145,9 +235,7 @@ impl Gallery {
         }
     }
 
-    /// Adds `templates` to identity `name` (created if new) in one transaction: either all are
-    /// written or none. Returns whether the identity was new.
-    pub fn enroll(
+    fn enroll_at(
         &mut self,
         name: &str,
         embedder: &EmbedderId,
@@ -186,8 +274,7 @@ impl Gallery {
         Ok(existing.is_none())
     }
 
-    /// Every identity with its template count, by name.
-    pub fn list(&self) -> Result<Vec<IdentitySummary>, GalleryError> {
+    fn list_at(&self) -> Result<Vec<IdentitySummary>, GalleryError> {
         let mut stmt = self.conn.prepare(
             "SELECT i.name, COUNT(t.id), COALESCE(GROUP_CONCAT(DISTINCT t.embedder), '')
              FROM identities i LEFT JOIN templates t ON t.identity_id = i.id
@@ -204,8 +291,7 @@ impl Gallery {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes an identity and all its templates.
-    pub fn remove(&mut self, name: &str) -> Result<(), GalleryError> {
+    fn remove_at(&mut self, name: &str) -> Result<(), GalleryError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if tx.execute("DELETE FROM identities WHERE name = ?1", [name])? == 0 {
             return Err(GalleryError::UnknownIdentity(name.to_owned()));
@@ -215,8 +301,7 @@ impl Gallery {
         Ok(())
     }
 
-    /// Renames an identity; the new name must be free.
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), GalleryError> {
+    fn rename_at(&mut self, from: &str, to: &str) -> Result<(), GalleryError> {
         check_name(to)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let taken: bool =
@@ -232,23 +317,17 @@ impl Gallery {
         Ok(())
     }
 
-    /// A number that changes whenever an enroll, remove or rename commits, in this process or
-    /// another: a running pipeline compares it to decide when to reload its snapshot. (SQLite's
-    /// `data_version` alone would also change on every event the SQLite sink writes.)
-    pub fn generation(&self) -> Result<i64, GalleryError> {
+    fn generation_at(&self) -> Result<i64, GalleryError> {
         let v: Option<String> =
             self.conn.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get(0)).optional()?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
-    /// SQLite's `data_version`: changes when another connection commits anything. Cheap to poll;
-    /// check [`Gallery::generation`] when it moves.
-    pub fn data_version(&self) -> Result<i64, GalleryError> {
+    fn data_version_at(&self) -> Result<i64, GalleryError> {
         Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
-    /// Loads every template into an immutable matrix for matching.
-    pub fn snapshot(&self) -> Result<Snapshot, GalleryError> {
+    fn snapshot_at(&self) -> Result<Snapshot, GalleryError> {
         let dim = crate::embed::EMBEDDING_DIM;
         let mut stmt = self.conn.prepare(
             "SELECT i.name, t.vector FROM templates t JOIN identities i ON i.id = t.identity_id ORDER BY i.name, t.id",
@@ -327,31 +406,93 @@ fn short(digest: &str) -> String {
     digest.chars().take(12).collect()
 }
 
-fn check_name(name: &str) -> Result<(), GalleryError> {
-    // "unknown" is what events report for a face that matches nobody.
-    let ok = !name.trim().is_empty()
-        && name.chars().count() <= 200
-        && !name.chars().any(char::is_control)
-        && name.trim() != crate::event::UNKNOWN;
-    if ok {
-        Ok(())
+/// The most characters an identity name may have.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Checks a new identity name (enroll, rename, the HTTP API): 1-200 characters, no control or
+/// invisible characters (zero-width, bidirectional overrides: a name must read as it is
+/// stored), no leading or trailing space, and not "unknown" in any case (what events report for
+/// a face that matches nobody). Pure: call it before any work.
+pub fn check_name(name: &str) -> Result<(), GalleryError> {
+    let why = if name.trim().is_empty() {
+        Some("it is empty")
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Some("it is longer than 200 characters")
+    } else if name.trim() != name {
+        Some("it starts or ends with a space")
+    } else if name.chars().any(char::is_control) {
+        Some("it holds a control character")
+    } else if name.chars().any(is_invisible) {
+        Some("it holds an invisible or text-direction character (such as U+200B or U+202E)")
+    } else if name.eq_ignore_ascii_case(crate::event::UNKNOWN) {
+        Some("\"unknown\" is what events say of a face that matches nobody")
     } else {
-        Err(GalleryError::BadName(name.to_owned()))
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(GalleryError::BadName { name: name.to_owned(), why }),
+    }
+}
+
+/// Unicode format characters (category Cf: zero-width spaces and joiners, bidirectional marks,
+/// embeddings, overrides and isolates, the BOM, invisible operators, tag characters), line and
+/// paragraph separators, and the interlinear annotation characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB | 0x0600..=0x0605 | 0x06DD | 0x070F | 0x08E2
+        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// A name for a message: quoted, and cut to 60 characters (a 10,000-character name is not
+/// echoed in full).
+pub fn shorten(name: &str) -> String {
+    const SHOWN: usize = 60;
+    let n = name.chars().count();
+    if n <= SHOWN {
+        format!("{name:?}")
+    } else {
+        let head: String = name.chars().take(SHOWN).collect();
+        format!("{head:?}... ({n} characters)")
+    }
+}
+
+/// An SQLite error with the gallery's path, and for a damaged file or a full disk, what to do.
+fn sql_error(path: &Path, source: rusqlite::Error) -> GalleryError {
+    use rusqlite::ErrorCode;
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            GalleryError::Corrupt { path: path.to_owned(), source }
+        }
+        Some(ErrorCode::DiskFull) => GalleryError::DiskFull { path: path.to_owned(), source },
+        _ => GalleryError::Database { path: path.to_owned(), source },
     }
 }
 
 /// Creates an empty file readable and writable by its owner only (SQLite gives its -wal and -shm
 /// files the same permissions).
+/// Creates an empty file readable and writable by its owner only (SQLite gives its -wal and -shm
+/// files the same permissions). The folder must exist: a typo in `--gallery` must not start a new
+/// gallery somewhere else. Two processes creating the same new gallery at once both succeed: the
+/// loser of `create_new` finds the file there and opens it (schema set-up is one transaction).
 fn create_private_file(path: &Path) -> Result<(), GalleryError> {
-    let err = |source| GalleryError::Create { path: path.to_owned(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        if !dir.is_dir() {
+            return Err(GalleryError::NoFolder { path: path.to_owned(), dir: dir.to_owned() });
+        }
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path).map(drop).map_err(err)
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(GalleryError::Create { path: path.to_owned(), source }),
+    }
 }
 
 /// Counts a change of identities or templates (see [`Gallery::generation`]); inside the change's

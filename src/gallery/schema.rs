@@ -46,6 +46,12 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Whether the database holds any table (a version-0 database with tables belongs to another
+/// program and must not be migrated into a gallery).
+pub fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table')", [], |r| r.get(0))
+}
+
 /// The stored schema version; 0 for an empty database.
 pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
     let has_meta: bool = conn.query_row(

@@ -40,7 +40,7 @@ fn a_failed_enroll_writes_nothing() {
     let err = g.enroll("Eve", &e, &[template(unit(0)), template(vec![1.0; 3])]).unwrap_err();
     assert!(matches!(err, GalleryError::Dimension { .. }));
     assert!(g.list().unwrap().is_empty(), "neither the identity nor its first template may remain");
-    assert!(matches!(g.enroll("  ", &e, &[template(unit(0))]), Err(GalleryError::BadName(_))));
+    assert!(matches!(g.enroll("  ", &e, &[template(unit(0))]), Err(GalleryError::BadName { .. })));
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn a_gallery_of_another_embedder_is_refused_with_the_re_enroll_message() {
 fn a_new_gallery_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sub/gallery.db");
+    let path = dir.path().join("gallery.db");
     Gallery::open(&path, OpenMode::CreateIfMissing, None).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -137,4 +137,105 @@ fn another_connections_changes_bump_the_generation() {
     writer.remove("anna").unwrap();
     assert!(reader.generation().unwrap() > g2);
     assert!(writer.remove("nobody").is_err());
+}
+
+#[test]
+fn invisible_and_direction_characters_and_unknown_are_refused_as_names() {
+    let e = id("aaaa");
+    let mut g = Gallery::open_in_memory(Some(&e)).unwrap();
+    for bad in
+        ["Ada\u{200B}", "\u{202E}adA", "Unknown", "UNKNOWN", " Ada", "Ada ", "A\u{0}da", "\u{FEFF}Ada", "Ada\u{2066}"]
+    {
+        let err = g.enroll(bad, &e, &[template(unit(0))]).unwrap_err();
+        assert!(matches!(err, GalleryError::BadName { .. }), "{bad:?}: {err}");
+    }
+    g.enroll("Ada", &e, &[template(unit(0))]).unwrap();
+    assert!(matches!(g.rename("Ada", "Ada\u{202E}"), Err(GalleryError::BadName { .. })), "rename checks too");
+    assert!(matches!(g.rename("Ada", "unknown"), Err(GalleryError::BadName { .. })));
+    for good in ["Zoë Ångström", "李小龙", "O'Brien-Smith Jr.", "محمد"] {
+        g.enroll(good, &e, &[template(unit(1))]).unwrap();
+    }
+    assert!(g.list().unwrap().iter().all(|i| !i.name.contains('\u{202E}')));
+}
+
+#[test]
+fn a_ten_thousand_character_name_is_not_echoed_in_full() {
+    let name = "x".repeat(10_000);
+    let msg = check_name(&name).unwrap_err().to_string();
+    assert!(msg.len() < 300 && msg.contains("10000 characters"), "{msg}");
+}
+
+#[test]
+fn two_first_enrolls_racing_to_create_a_new_gallery_both_succeed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("race-{round}.db"));
+        let e = id("aaaa");
+        let results: Vec<Result<bool, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let (path, e) = (&path, &e);
+                    s.spawn(move || {
+                        let mut g = Gallery::open(path, OpenMode::CreateIfMissing, Some(e))
+                            .map_err(|e| crate::error_chain(&e))?;
+                        g.enroll(&format!("P{i}"), e, &[template(unit(i))]).map_err(|e| crate::error_chain(&e))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(Result::is_ok), "round {round}: {results:?}");
+        let g = Gallery::open(&path, OpenMode::MustExist, Some(&e)).unwrap();
+        assert_eq!(g.list().unwrap().len(), 4);
+    }
+}
+
+#[test]
+fn a_gallery_in_a_missing_folder_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo").join("g.db");
+    let err = Gallery::open(&path, OpenMode::CreateIfMissing, None).unwrap_err();
+    assert!(matches!(err, GalleryError::NoFolder { .. }), "{err}");
+    assert!(!dir.path().join("typo").exists(), "no folder may be created");
+}
+
+#[test]
+fn another_programs_sqlite_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE recipes (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+    drop(conn);
+    let err = Gallery::open(&path, OpenMode::CreateIfMissing, None).unwrap_err();
+    assert!(matches!(err, GalleryError::Foreign { .. }), "{err}");
+    let conn = Connection::open(&path).unwrap();
+    let tables: i64 =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
+    assert_eq!(tables, 1, "nothing was added to the foreign database");
+}
+
+#[test]
+fn mid_file_gallery_corruption_names_the_file_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let e = id("aaaa");
+    {
+        let mut g = Gallery::open(&path, OpenMode::CreateIfMissing, Some(&e)).unwrap();
+        for i in 0..200 {
+            g.enroll(&format!("P{i}"), &e, &[template(unit(i % EMBEDDING_DIM))]).unwrap();
+        }
+        g.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+    }
+    // Keep the header page intact, wreck the pages after it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096;
+    assert!(bytes.len() > 4 * page, "{} bytes", bytes.len());
+    for b in &mut bytes[2 * page..] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Gallery::open(&path, OpenMode::MustExist, Some(&e)).and_then(|g| g.snapshot().map(drop)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, GalleryError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains("g.db") && msg.contains("move it aside and re-enroll"), "{msg}");
 }

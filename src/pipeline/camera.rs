@@ -62,10 +62,14 @@ impl CameraThread {
                 self.stats.count_error();
                 failed_opens += 1;
                 if !live && failed_opens >= FINITE_OPEN_ATTEMPTS {
-                    log::error!("camera {}: giving up after {failed_opens} attempts: {e}", self.name);
+                    log::error!(
+                        "camera {}: giving up after {failed_opens} attempts: {}",
+                        self.name,
+                        crate::error_chain(&e)
+                    );
                     break CameraEnd::Failed;
                 }
-                log::warn!("camera {}: {e}; retrying in {:.0?}", self.name, backoff);
+                log::warn!("camera {}: {}; retrying in {:.0?}", self.name, crate::error_chain(&e), backoff);
                 if !self.sleep(backoff) {
                     break CameraEnd::Stopped;
                 }
@@ -103,6 +107,11 @@ impl CameraThread {
                         }
                     }
                     Ok(Pulled::End) if live => break Ok("the stream ended".to_owned()),
+                    // A file or folder with nothing readable in it is a failure, not a quiet success.
+                    Ok(Pulled::End) if seq == 0 => {
+                        log::error!("camera {}: no frame could be read from {what}", self.name);
+                        break Err(CameraEnd::Failed);
+                    }
                     Ok(Pulled::End) => break Err(CameraEnd::Finished),
                     Err(SourceError::BadFrame { message, .. }) => {
                         self.stats.count_error();
@@ -110,12 +119,12 @@ impl CameraThread {
                     }
                     Err(SourceError::Image(e)) => {
                         self.stats.count_error();
-                        log::warn!("camera {}: skipping a bad image: {e}", self.name);
+                        log::warn!("camera {}: skipping a bad image: {}", self.name, crate::error_chain(&e));
                     }
                     Err(e) if live => break Ok(e.to_string()),
                     Err(e) => {
                         self.stats.count_error();
-                        log::error!("camera {}: {e}", self.name);
+                        log::error!("camera {}: {}", self.name, crate::error_chain(&e));
                         break Err(CameraEnd::Failed);
                     }
                 }
@@ -198,5 +207,96 @@ impl CameraThread {
             std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
         }
         !self.stopping()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    struct Silent;
+    impl FrameSource for Silent {
+        fn describe(&self) -> String {
+            "silent".into()
+        }
+        fn open(&mut self) -> Result<(), SourceError> {
+            Ok(())
+        }
+        fn pull(&mut self, _: Duration) -> Result<Pulled, SourceError> {
+            Ok(Pulled::Pending)
+        }
+        fn close(&mut self) {}
+    }
+
+    fn camera(queue: usize) -> (CameraThread, Receiver<CameraMsg>) {
+        let (tx, rx) = bounded(queue);
+        let thread = CameraThread {
+            config: CameraConfig::from_url("rtsp://cam/s"),
+            name: "cam".into(),
+            source: Box::new(Silent),
+            tx,
+            own_rx: rx.clone(),
+            stats: Arc::new(StageStats::new("camera-cam")),
+            stop: Arc::new(AtomicBool::new(false)),
+            epoch: Instant::now(),
+        };
+        (thread, rx)
+    }
+
+    fn frame(seq: u64) -> Frame {
+        Frame {
+            camera: "cam".into(),
+            seq,
+            captured: Instant::now(),
+            wall: SystemTime::now(),
+            ts: Duration::from_millis(seq * 40),
+            image: image::RgbImage::new(2, 2),
+        }
+    }
+
+    fn queued(rx: &Receiver<CameraMsg>) -> Vec<u64> {
+        rx.try_iter()
+            .map(|m| match m {
+                CameraMsg::Frame(f) => f.seq,
+                CameraMsg::End { .. } => u64::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_live_camera_drops_its_oldest_frames_and_keeps_the_newest() {
+        let (cam, rx) = camera(2);
+        for seq in 0..10 {
+            assert!(cam.enqueue(frame(seq), true));
+        }
+        assert_eq!(queued(&rx), [8, 9], "the freshest frames survive, in order");
+        let s = cam.stats.snapshot();
+        assert_eq!((s.output, s.dropped), (10, 8));
+        // Taking one frame makes room: the next one is queued without a drop.
+        assert!(cam.enqueue(frame(10), true));
+        assert!(cam.enqueue(frame(11), true));
+        assert_eq!(queued(&rx), [10, 11]);
+        assert_eq!(cam.stats.snapshot().dropped, 8);
+    }
+
+    #[test]
+    fn a_file_waits_for_room_and_drops_nothing() {
+        let (cam, rx) = camera(2);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 10 {
+                if let Ok(CameraMsg::Frame(f)) = rx.recv_timeout(Duration::from_secs(30)) {
+                    got.push(f.seq);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            got
+        });
+        for seq in 0..10 {
+            assert!(cam.enqueue(frame(seq), false));
+        }
+        assert_eq!(reader.join().unwrap(), (0..10).collect::<Vec<_>>());
+        assert_eq!(cam.stats.snapshot().dropped, 0);
     }
 }

@@ -26,7 +26,9 @@ mod camera;
 mod support;
 
 pub use camera::CameraEnd;
-pub use support::{read_status, GalleryWatch, StatusReport};
+pub use support::{
+    check_writable, prepare_crops_dir, private_file, read_status, GalleryWatch, StatusReport, CROPS_MARKER,
+};
 
 use crate::config::{CameraConfig, CropsConfig, TrackConfig};
 use crate::event::TrackEvent;
@@ -126,7 +128,7 @@ impl RunSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("cannot start thread {name}: {source}")]
+    #[error("cannot start thread {name}")]
     Spawn { name: String, source: std::io::Error },
     #[error("thread {0} panicked")]
     Panicked(String),
@@ -272,7 +274,7 @@ fn worker(mut queues: Vec<CameraQueue>, tx: Sender<TrackMsg>, rec: &Recognizer, 
                         stats.count_out();
                         Ok(found)
                     }
-                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(crate::error_chain(&e)),
                     Err(_) => Err("recognition panicked".to_owned()),
                 };
                 let sightings = match outcome {

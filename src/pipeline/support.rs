@@ -47,7 +47,7 @@ impl GalleryWatch {
         match self.check() {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                log::error!("gallery {}: {e}; keeping the previous snapshot", self.path.display());
+                log::error!("{}; keeping the previous snapshot", crate::error_chain(&e));
                 self.gallery = None;
                 None
             }
@@ -136,11 +136,16 @@ impl StatusReport {
         )
     }
 
-    /// Writes the report atomically (temporary file, then rename).
+    /// Writes the report atomically (temporary file, mode 0600 whatever the umask, never through
+    /// a planted link; then rename over the old report).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, json)?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::io::Write::write_all(&mut private_file(&tmp, true)?, &json)?;
         std::fs::rename(&tmp, path)
     }
 }
@@ -151,28 +156,140 @@ pub fn read_status(path: &Path) -> std::io::Result<StatusReport> {
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
-/// Saves a track's best-shot aligned face as `<dir>/<camera>-<track>-<ms>.png` (mode 0600), then
-/// applies the retention limits.
+/// The file that marks a folder as farsight's own crops folder. Retention only ever deletes files
+/// in a folder that holds it, and only files named as [`save_crop`] names them.
+pub const CROPS_MARKER: &str = ".farsight-crops";
+
+/// Crop files are `farsight-<camera>-<track>-<unix ms>.png`.
+const CROP_PREFIX: &str = "farsight-";
+
+/// Checks (and when missing, creates, mode 0700 with its marker) the crops folder: it must be a
+/// folder, not a file; an existing folder must be empty or already farsight's (it holds
+/// [`CROPS_MARKER`]), so retention can never delete a user's own pictures; and it must not be,
+/// hold, or sit inside a folder a camera reads (`sources`). `create` false only checks (validate).
+pub fn prepare_crops_dir(dir: &Path, sources: &[PathBuf], create: bool) -> Result<(), String> {
+    let shown = dir.display();
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or(p.into()));
+    let here = canonical(dir);
+    for src in sources {
+        let src = canonical(src);
+        if here.starts_with(&src) || src.starts_with(&here) {
+            return Err(format!(
+                "crops.dir {shown} is, holds or sits inside the folder camera source {} reads: give crops their own folder",
+                src.display()
+            ));
+        }
+    }
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| format!("crops.dir {shown}: {e}"))?;
+            let ours = dir.join(CROPS_MARKER).is_file();
+            if !ours && entries.next().is_some() {
+                return Err(format!(
+                    "crops.dir {shown} already holds files farsight did not write (no {CROPS_MARKER} in it): \
+                     give crops an empty or new folder (retention deletes old crops there)"
+                ));
+            }
+            check_writable(dir).map_err(|e| format!("crops.dir {shown}: {e}"))?;
+            if !ours && create {
+                write_marker(dir).map_err(|e| format!("crops.dir {shown}: {e}"))?;
+            }
+            Ok(())
+        }
+        Ok(_) => Err(format!("crops.dir {shown} exists and is not a folder")),
+        Err(_) => {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(format!("crops.dir {shown}: its parent folder {} does not exist", parent.display()));
+            }
+            check_writable(parent).map_err(|e| format!("crops.dir {shown}: {e}"))?;
+            if create {
+                let mut b = std::fs::DirBuilder::new();
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.create(dir).map_err(|e| format!("cannot create crops.dir {shown}: {e}"))?;
+                write_marker(dir).map_err(|e| format!("crops.dir {shown}: {e}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_marker(dir: &Path) -> std::io::Result<()> {
+    let mut f = private_file(&dir.join(CROPS_MARKER), true)?;
+    std::io::Write::write_all(
+        &mut f,
+        b"farsight writes best-shot face crops here and deletes the old ones (crops.retention_days, crops.max_files).\n",
+    )
+}
+
+/// Whether the process can create files in `dir` (a probe file, created and removed): catches
+/// read-only mounts and folders owned by someone else, which permission bits alone do not.
+pub fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".farsight-write-probe-{}", std::process::id()));
+    drop(private_file(&probe, true)?);
+    std::fs::remove_file(&probe)
+}
+
+/// Opens a new file for writing, mode 0600 whatever the umask, refusing to follow a symbolic link
+/// planted at `path`. `create_new`: refuse an existing file too; otherwise it is truncated.
+pub fn private_file(path: &Path, create_new: bool) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if create_new {
+        opts.create_new(true);
+    } else {
+        opts.create(true).truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        // `mode` is filtered by the umask; a umask can only remove bits, but say it exactly.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
+/// Saves a track's best-shot aligned face as `<dir>/farsight-<camera>-<track>-<ms>.png` (mode
+/// 0600, never through a planted link, never over an existing file), then applies the retention
+/// limits to farsight's own crops. The folder was checked by [`prepare_crops_dir`] at start.
 pub fn save_crop(config: &CropsConfig, event: &TrackEvent, crop: &RgbImage) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(&config.dir)?;
-    let path = config.dir.join(format!("{}-{}-{}.png", event.camera, event.track, event.last_seen_ms));
+    if !config.dir.join(CROPS_MARKER).is_file() {
+        prepare_crops_dir(&config.dir, &[], true).map_err(std::io::Error::other)?;
+    }
+    let path = config.dir.join(format!("{CROP_PREFIX}{}-{}-{}.png", event.camera, event.track, event.last_seen_ms));
     let mut bytes = Vec::new();
     crop.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(std::io::Error::other)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    std::io::Write::write_all(&mut opts.open(&path)?, &bytes)?;
+    std::io::Write::write_all(&mut private_file(&path, true)?, &bytes)?;
     prune_crops(config)?;
     Ok(path)
 }
 
-/// Deletes crops older than `retention_days` and the oldest beyond `max_files`.
+/// Whether `name` is a crop file farsight wrote: `farsight-<camera>-<digits>-<digits>.png`.
+fn is_crop_name(name: &str) -> bool {
+    let Some(stem) = name.strip_prefix(CROP_PREFIX).and_then(|n| n.strip_suffix(".png")) else { return false };
+    let mut parts = stem.rsplitn(3, '-');
+    let (ms, track, camera) = (parts.next(), parts.next(), parts.next());
+    let digits = |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    digits(ms) && digits(track) && camera.is_some_and(|c| !c.is_empty())
+}
+
+/// Deletes farsight's crops older than `retention_days` and the oldest beyond `max_files`;
+/// anything else in the folder (and any link, even one named like a crop) is left alone.
 fn prune_crops(config: &CropsConfig) -> std::io::Result<()> {
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&config.dir)?
         .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|e| e.file_name().to_str().is_some_and(is_crop_name))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?; // DirEntry::metadata does not follow links
+            meta.is_file().then_some((meta.modified().ok()?, e.path()))
+        })
         .collect();
     files.sort();
     let max_age = Duration::from_secs(u64::from(config.retention_days) * 86_400);
@@ -195,6 +312,7 @@ mod tests {
     fn event(track: u64) -> TrackEvent {
         TrackEvent {
             event: TrackDecision::Unknown,
+            phase: crate::event::Phase::Final,
             update: false,
             camera: "door".into(),
             track,
@@ -231,15 +349,88 @@ mod tests {
             paths.push(save_crop(&config, &event(track), &face).unwrap());
             std::thread::sleep(Duration::from_millis(20));
         }
-        let left = std::fs::read_dir(&config.dir).unwrap().count();
-        assert_eq!(left, 2, "the oldest crop is deleted beyond max_files");
+        let left = std::fs::read_dir(&config.dir).unwrap().filter(|e| e.as_ref().unwrap().file_name() != CROPS_MARKER);
+        assert_eq!(left.count(), 2, "the oldest crop is deleted beyond max_files");
         assert!(!paths[0].exists() && paths[2].exists());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&paths[2]).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(&config.dir).unwrap().permissions().mode() & 0o777, 0o700);
         }
         assert_eq!(image::open(&paths[2]).unwrap().to_rgb8(), face);
+    }
+
+    #[test]
+    fn crop_retention_never_deletes_files_it_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let face = RgbImage::from_pixel(112, 112, image::Rgb([90, 80, 70]));
+        // A folder of the user's own pictures is refused outright...
+        let photos = dir.path().join("photos");
+        std::fs::create_dir(&photos).unwrap();
+        for name in ["holiday.png", "farsight-logo.png", "farsight-door-1-2.png.bak"] {
+            std::fs::write(photos.join(name), b"the user's picture").unwrap();
+        }
+        let err = prepare_crops_dir(&photos, &[], true).unwrap_err();
+        assert!(err.contains("did not write"), "{err}");
+        let config = CropsConfig { enabled: true, dir: photos.clone(), retention_days: 7, max_files: 1 };
+        assert!(save_crop(&config, &event(1), &face).is_err());
+        assert_eq!(std::fs::read_dir(&photos).unwrap().count(), 3, "none of the user's files was touched");
+        // ...and in farsight's own folder, files it did not name are left alone by retention.
+        let crops = dir.path().join("crops");
+        prepare_crops_dir(&crops, &[], true).unwrap();
+        std::fs::write(crops.join("holiday.png"), b"x").unwrap();
+        std::fs::write(crops.join("farsight-notes.png"), b"x").unwrap();
+        let config = CropsConfig { dir: crops.clone(), ..config };
+        for track in 1..=3 {
+            save_crop(&config, &event(track), &face).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(crops.join("holiday.png").exists() && crops.join("farsight-notes.png").exists());
+        assert!(crops.join("farsight-door-3-3.png").exists() && !crops.join("farsight-door-2-2.png").exists());
+    }
+
+    #[test]
+    fn a_crops_dir_that_is_a_camera_source_or_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir(&inbox).unwrap();
+        for crops in [inbox.clone(), inbox.join("crops"), dir.path().to_owned()] {
+            let err = prepare_crops_dir(&crops, std::slice::from_ref(&inbox), false).unwrap_err();
+            assert!(err.contains("camera source"), "{}: {err}", crops.display());
+        }
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(prepare_crops_dir(&file, &[], false).unwrap_err().contains("not a folder"));
+        assert!(prepare_crops_dir(&dir.path().join("a/b"), &[], false).unwrap_err().contains("does not exist"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_symlink_is_not_written_through_and_modes_ignore_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let crops = dir.path().join("crops");
+        prepare_crops_dir(&crops, &[], true).unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, crops.join("farsight-door-7-7.png")).unwrap();
+        let config = CropsConfig { enabled: true, dir: crops.clone(), retention_days: 7, max_files: 10 };
+        let face = RgbImage::from_pixel(112, 112, image::Rgb([1, 2, 3]));
+        assert!(save_crop(&config, &event(7), &face).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // The status file's temporary file: a link planted there is removed, not followed.
+        let status = dir.path().join("status.json");
+        std::os::unix::fs::symlink(&victim, dir.path().join("status.json.tmp")).unwrap();
+        StatusReport::new(&[], 0, 0, Duration::ZERO).write(&status).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::metadata(&status).unwrap().permissions().mode() & 0o777, 0o600);
+        // A permissive umask changes nothing (set briefly: it is process-wide).
+        let old = unsafe { libc::umask(0) };
+        let made = private_file(&dir.path().join("new"), true).map(drop);
+        unsafe { libc::umask(old) };
+        made.unwrap();
+        assert_eq!(std::fs::metadata(dir.path().join("new")).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

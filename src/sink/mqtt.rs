@@ -278,7 +278,7 @@ fn drive(mut connection: Connection, client: &Client, link: &MqttLink, availabil
     }
 }
 
-fn read_pem(path: &Path) -> Result<Vec<u8>, SinkError> {
+pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, SinkError> {
     let pem = std::fs::read(path).map_err(|e| SinkError::Config {
         sink: NAME,
         message: format!("cannot read ca_file {}: {e}", path.display()),

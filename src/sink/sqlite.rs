@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn creates_a_private_gallery_and_stores_each_event() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/gallery.db");
+        let path = dir.path().join("gallery.db");
         let mut sink = SqliteSink::open(&path, &SqliteSinkConfig::default()).unwrap();
         sink.deliver(&event("door", 7)).unwrap();
         sink.flush().unwrap();

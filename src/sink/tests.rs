@@ -14,6 +14,7 @@ pub(crate) fn event(camera: &str, track: u64) -> TrackEvent {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     TrackEvent {
         event: TrackDecision::Match,
+        phase: crate::event::Phase::Final,
         update: false,
         camera: camera.to_owned(),
         track,

@@ -15,7 +15,7 @@
 //! server becomes a [`SourceError::Stream`] and the camera thread reconnects. A server that goes
 //! silent without an error is caught by the camera's stall timeout.
 
-use super::{redact_url, FrameSource, Pulled, SourceError, SourceSpec};
+use super::{redact_text, redact_url, FrameSource, Pulled, SourceError, SourceSpec};
 use crate::config::CameraConfig;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -38,7 +38,8 @@ pub struct GstSource {
 impl GstSource {
     /// Prepares the pipeline description for `spec` (an RTSP url or a video file).
     pub fn new(camera: &CameraConfig, spec: &SourceSpec) -> Result<Self, SourceError> {
-        let open_err = |message: String| SourceError::Open { source_name: camera.name.clone(), message };
+        let open_err =
+            |message: String| SourceError::Open { source_name: camera.name.clone(), message: redact_text(&message) };
         let (shown, input) = match spec {
             SourceSpec::Rtsp { url } => {
                 if url.contains(['"', '\\', ' ']) {
@@ -65,7 +66,8 @@ impl GstSource {
     }
 
     fn stream_err(&self, message: String) -> SourceError {
-        SourceError::Stream { source_name: self.name.clone(), message }
+        // GStreamer's messages can quote the location, password included.
+        SourceError::Stream { source_name: self.name.clone(), message: redact_text(&message) }
     }
 
     /// The first error (or end of stream) waiting on the pipeline's bus.
@@ -94,7 +96,8 @@ impl FrameSource for GstSource {
 
     fn open(&mut self) -> Result<(), SourceError> {
         self.close();
-        let open_err = |message: String| SourceError::Open { source_name: self.name.clone(), message };
+        let open_err =
+            |message: String| SourceError::Open { source_name: self.name.clone(), message: redact_text(&message) };
         init().map_err(open_err)?;
         let pipeline = gst::parse::launch(&self.description)
             .map_err(|e| open_err(format!("{e} (are the GStreamer plugins installed? see README)")))?;

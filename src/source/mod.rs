@@ -87,6 +87,7 @@ impl SourceSpec {
             };
         }
         if url.starts_with("rtsp://") || url.starts_with("rtsps://") {
+            check_authority(url)?;
             return Ok(Self::Rtsp { url: url.to_owned() });
         }
         if let Some(path) = url.strip_prefix("file://") {
@@ -96,7 +97,8 @@ impl SourceSpec {
             return Ok(Self::classify_path(PathBuf::from(path)));
         }
         if url.contains("://") {
-            return Err(format!("{url}: unsupported url scheme (use rtsp://, file://, v4l2:// or a path)"));
+            let shown = redact_url(url);
+            return Err(format!("{shown}: unsupported url scheme (use rtsp://, file://, v4l2:// or a path)"));
         }
         if url.is_empty() {
             return Err("empty camera url".to_owned());
@@ -105,6 +107,15 @@ impl SourceSpec {
             return Ok(Self::V4l2 { device: PathBuf::from(url) });
         }
         Ok(Self::classify_path(PathBuf::from(url)))
+    }
+
+    /// The source for a file system path given as such (not as a url): a device node, an image
+    /// or folder of images, or a video file.
+    pub fn from_path(path: PathBuf) -> Self {
+        if path.starts_with("/dev") && path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("video")) {
+            return Self::V4l2 { device: path };
+        }
+        Self::classify_path(path)
     }
 
     fn classify_path(path: PathBuf) -> Self {
@@ -128,11 +139,14 @@ impl SourceSpec {
 
 /// The source that reads `camera` (not opened yet: the camera thread opens it, and reopens it
 /// after errors).
-pub fn open_source(camera: &crate::config::CameraConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+pub fn open_source(
+    camera: &crate::config::CameraConfig,
+    limits: &images::ImageLimits,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     let spec = camera.spec().map_err(|message| SourceError::Open { source_name: camera.name.clone(), message })?;
     match spec {
         SourceSpec::Images { path } => {
-            Ok(Box::new(images::ImagesSource::new(&path, Duration::from_millis(camera.frame_interval_ms))))
+            Ok(Box::new(images::ImagesSource::new(&path, Duration::from_millis(camera.frame_interval_ms), *limits)))
         }
         #[cfg(feature = "gst")]
         SourceSpec::Rtsp { .. } | SourceSpec::Video { .. } => Ok(Box::new(gst::GstSource::new(camera, &spec)?)),
@@ -147,7 +161,8 @@ pub fn open_source(camera: &crate::config::CameraConfig) -> Result<Box<dyn Frame
     }
 }
 
-/// `rtsp://user:secret@host/...` → `rtsp://user:***@host/...`, for logs and events.
+/// `rtsp://user:secret@host/...` → `rtsp://user:***@host/...`, for logs, messages and events
+/// (any scheme: a webhook or MQTT url can carry a password too). Anything else is left as is.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
@@ -155,6 +170,64 @@ pub fn redact_url(url: &str) -> String {
     let user = userinfo.split(':').next().unwrap_or("");
     let path = path.map(|p| format!("/{p}")).unwrap_or_default();
     format!("{scheme}://{user}:***@{host}{path}")
+}
+
+/// [`redact_url`] applied to every `scheme://user:password@` inside a longer text (an error
+/// message from GStreamer or an HTTP client that quotes the url).
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', whitespace or quote; a password hides before its '@'.
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                out.push_str(userinfo.split(':').next().unwrap_or(""));
+                out.push_str(":***@");
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Checks that a `scheme://[user[:password]@]host[:port][/path]` url names a host and, when it
+/// gives a port, a port from 1 to 65535. The message never repeats a password.
+pub fn check_authority(url: &str) -> Result<(), String> {
+    let shown = redact_url(url);
+    let Some((_, rest)) = url.split_once("://") else { return Err(format!("{shown}: not a url (scheme://host/...)")) };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| format!("{shown}: unclosed [ in the host"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{shown}: the url names no host"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{shown}: the host may not contain spaces or control characters"));
+    }
+    if let Some(port) = port {
+        match port.parse::<u32>() {
+            Ok(1..=65535) => {}
+            _ => return Err(format!("{shown}: port {port:?} must be a number from 1 to 65535")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -174,6 +247,12 @@ mod tests {
         assert!(SourceSpec::parse("v4l2://video0").is_err());
         assert!(SourceSpec::parse("").is_err());
         assert!(SourceSpec::parse("rtsp://a/b").unwrap().is_live());
+        for bad in
+            ["rtsp://", "rtsp:///stream", "rtsp://u:p@/s", "rtsp://cam:0/s", "rtsp://cam:99999/s", "rtsp://cam:x/s"]
+        {
+            assert!(SourceSpec::parse(bad).is_err(), "{bad} has no usable host or port");
+        }
+        assert!(SourceSpec::parse("rtsp://[fe80::1]:554/s").is_ok());
         assert!(!SourceSpec::parse("a.mp4").unwrap().is_live());
     }
 
@@ -182,5 +261,18 @@ mod tests {
         assert_eq!(redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1"), "rtsp://admin:***@10.0.0.5:554/s1");
         assert_eq!(redact_url("rtsp://10.0.0.5/s1"), "rtsp://10.0.0.5/s1");
         assert_eq!(redact_url("rtsp://u:p@h"), "rtsp://u:***@h");
+    }
+
+    #[test]
+    fn a_camera_url_password_is_never_printed_for_an_unsupported_scheme() {
+        for url in ["http://admin:hunter2@cam/x", "rtmp://admin:hunter2@cam", "rtsp://admin:hunter2@:99999/x"] {
+            let err = SourceSpec::parse(url).unwrap_err();
+            assert!(!err.contains("hunter2") && err.contains("admin:***@"), "{err}");
+        }
+        let text = "Could not open resource rtsp://admin:hunter2@10.0.0.5/s1 (gstrtspsrc.c: \"rtsps://a:b@h\")";
+        let shown = redact_text(text);
+        assert!(!shown.contains("hunter2") && !shown.contains("a:b@"), "{shown}");
+        assert_eq!(redact_text("no url here"), "no url here");
+        assert_eq!(redact_text("see http://host/p and x://"), "see http://host/p and x://");
     }
 }

@@ -52,15 +52,51 @@ fn one_person_walking_past_is_one_event() {
     for seq in 0..50 {
         events.extend(t.update(&cam, stamp(seq), vec![sighting(10.0 + 4.0 * seq as f32, 0, 0.3, 0.5)], &m));
     }
-    assert!(events.is_empty(), "no event while the track is open");
-    // Two seconds without the face closes the track.
+    // Said while she is there: one decision, as soon as the track has its announce_frames.
+    assert_eq!(events.len(), 1, "one decision while the track is open");
+    let d = &events[0].event;
+    assert_eq!(
+        (d.phase, d.event, d.identity.as_str(), d.update),
+        (Phase::Decision, TrackDecision::Match, "alice", true)
+    );
+    assert_eq!(d.frames_seen, config().announce_frames);
+    // Two seconds without the face closes the track: its one final event.
     events.extend(t.update(&cam, stamp(70), vec![], &m));
-    assert_eq!(events.len(), 1);
-    let e = &events[0].event;
-    assert_eq!((e.event, e.identity.as_str(), e.update), (TrackDecision::Match, "alice", false));
+    assert_eq!(events.len(), 2);
+    let e = &events[1].event;
+    assert_eq!((e.phase, e.event, e.identity.as_str(), e.update), (Phase::Final, TrackDecision::Match, "alice", false));
     assert_eq!(e.frames_seen, 50);
     assert_eq!(e.frames_used, 5);
     assert_eq!(t.open_tracks(), 0);
+}
+
+#[test]
+fn a_person_who_never_leaves_is_announced_while_there() {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    // Ten minutes at the door at 10 fps: one decision, no final (the visit is not over).
+    for seq in 0..6000 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 0.1, 0.5)], &m));
+    }
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].event.phase, events[0].event.identity.as_str()), (Phase::Decision, "alice"));
+    assert!(events[0].event.last_seen_s < 0.5, "announced within its first frames");
+}
+
+#[test]
+fn without_announce_a_visit_is_only_its_final_event() {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(TrackConfig { announce: false, ..config() });
+    let mut events = Vec::new();
+    for seq in 0..30 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 0.1, 0.5)], &m));
+    }
+    events.extend(t.close_all(&m));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.phase, Phase::Final);
 }
 
 #[test]
@@ -73,9 +109,11 @@ fn a_stranger_is_one_unknown_event_not_fifty() {
         events.extend(t.update(&cam, stamp(seq), vec![sighting(200.0, 9, 0.0, 0.5)], &m));
     }
     events.extend(t.end_camera(&cam, &m));
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event.event, TrackDecision::Unknown);
-    assert_eq!(events[0].event.identity, UNKNOWN);
+    // Announced once unknown_after_s (2 s = 20 frames) has passed, then closed.
+    let phases: Vec<Phase> = events.iter().map(|e| e.event.phase).collect();
+    assert_eq!(phases, [Phase::Decision, Phase::Final]);
+    assert!(events.iter().all(|e| e.event.event == TrackDecision::Unknown && e.event.identity == UNKNOWN));
+    assert!((events[0].event.last_seen_s - 2.0).abs() < 0.05, "{}", events[0].event.last_seen_s);
 }
 
 #[test]
@@ -137,22 +175,40 @@ fn the_best_shots_decide_and_blurry_frames_do_not() {
 }
 
 #[test]
-fn updates_announce_a_match_once_and_short_tracks_are_discarded() {
+fn a_decision_is_announced_once_and_short_tracks_are_discarded() {
     let m = matcher(&[("alice", 0)]);
     let cam: Arc<str> = "door".into();
-    let mut t = Tracker::new(TrackConfig { updates: true, min_frames: 3, ..config() });
+    let mut t = Tracker::new(TrackConfig { min_frames: 3, ..config() });
     let mut events = Vec::new();
     for seq in 0..10 {
         events.extend(t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 0.1, 0.5)], &m));
     }
-    assert_eq!(events.len(), 1, "one early update");
+    assert_eq!(events.len(), 1, "one early decision");
     assert!(events[0].event.update && events[0].event.event == TrackDecision::Match);
     // A one-frame blip elsewhere is dropped as noise at close.
     events.extend(t.update(&cam, stamp(10), vec![sighting(900.0, 9, 0.0, 0.5)], &m));
     events.extend(t.close_all(&m));
     assert_eq!(events.len(), 2);
-    assert!(!events[1].event.update);
+    assert!(!events[1].event.update && events[1].event.phase == Phase::Final);
     assert_eq!(t.discarded, 1);
+}
+
+#[test]
+fn a_changed_decision_is_an_update_and_the_final_event_says_the_last() {
+    let m = matcher(&[("alice", 0), ("bob", 1)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(TrackConfig { best_shots: 2, ..config() });
+    let mut events = Vec::new();
+    // Poor shots that look like alice, then much better ones of bob in the same place.
+    for seq in 0..5 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 0.6, 0.2)], &m));
+    }
+    for seq in 5..10 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(100.0, 0, 3.0, 0.9)], &m));
+    }
+    events.extend(t.close_all(&m));
+    let said: Vec<(Phase, &str)> = events.iter().map(|e| (e.event.phase, e.event.identity.as_str())).collect();
+    assert_eq!(said, [(Phase::Decision, "alice"), (Phase::Update, "bob"), (Phase::Final, "bob")]);
 }
 
 #[test]

@@ -61,11 +61,31 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A TCP port on loopback that was free a moment ago, drawn at random from 20000-32767: below
+/// Linux's ephemeral range (32768-60999), so outgoing connections of other tests cannot take it
+/// between this check and the server's own bind (servers that lose the race anyway are retried by
+/// their starters).
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        let port = 20_000 + (h.finish() % 12_768) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-32767");
+}
+
 /// A `farsight run` in the background: its stdout events arrive on a channel, its stderr goes to
-/// a log file (shown when an assertion fails).
+/// a log file (shown when an assertion fails). Dropped without [`Daemon::terminate`] (a failed
+/// assertion), the process is killed and reaped: a failing test never leaves a daemon behind.
 pub struct Daemon {
     pub child: std::process::Child,
     events: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// Every event [`Daemon::wait_for`] has taken off stdout so far, matching or not.
+    seen: std::cell::RefCell<Vec<serde_json::Value>>,
     log: PathBuf,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -91,7 +111,7 @@ impl Daemon {
                 let _ = tx.send(serde_json::from_str::<serde_json::Value>(&line).expect("stdout is JSON lines"));
             }
         });
-        Self { child, events, log, reader: Some(reader) }
+        Self { child, events, seen: Default::default(), log, reader: Some(reader) }
     }
 
     pub fn log(&self) -> String {
@@ -108,28 +128,59 @@ impl Daemon {
         let deadline = Instant::now() + within;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.events.recv_timeout(left) {
-                Ok(e) if want(&e) => return e,
-                Ok(_) => {}
+                Ok(e) => {
+                    self.seen.borrow_mut().push(e.clone());
+                    if want(&e) {
+                        return e;
+                    }
+                }
                 Err(_) => break,
             }
         }
         panic!("no {what} within {within:?}; log:\n{}", self.log());
     }
 
-    /// SIGTERM, then the exit status (within 30 s) and every event still on stdout.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+    /// Every event taken off stdout by [`Daemon::wait_for`] so far.
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        self.seen.borrow().clone()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+    }
+
+    /// The exit status within `within`, then every event still on stdout.
+    pub fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let deadline = Instant::now() + within;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
+            assert!(Instant::now() < deadline, "no exit within {within:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
         };
         self.reader.take().unwrap().join().unwrap();
         (status, self.events.try_iter().collect())
+    }
+
+    /// SIGTERM, then the exit status (within 30 s) and every event still on stdout.
+    pub fn terminate(self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("farsight log:\n{}", self.log());
+        }
     }
 }
 

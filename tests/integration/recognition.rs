@@ -34,7 +34,7 @@ fn enrolled_identities_are_identified_from_held_back_photos_and_a_stranger_is_un
         let templates: Vec<NewTemplate> = [1, 2]
             .iter()
             .map(|&n| {
-                let img = images::load(&lfw_image(name, n)).unwrap();
+                let img = images::load(&lfw_image(name, n), &Default::default()).unwrap();
                 let obs = rec.single_face(&img, true).unwrap().expect("a face in every enrolment photo");
                 NewTemplate { vector: obs.embedding, source: format!("{name}_{n}"), face_px: obs.aligned_px }
             })
@@ -48,7 +48,7 @@ fn enrolled_identities_are_identified_from_held_back_photos_and_a_stranger_is_un
     let mut correct = 0;
     let mut small_correct = 0;
     for name in &enrolled {
-        let img = images::load(&lfw_image(name, 3)).unwrap();
+        let img = images::load(&lfw_image(name, 3), &Default::default()).unwrap();
         let obs = rec.single_face(&img, true).unwrap().expect("a face in the held-back photo");
         let event = to_event(&obs, &snapshot, t, k, "test", 0);
         correct += usize::from(event.identity == name.as_str());
@@ -72,7 +72,7 @@ fn enrolled_identities_are_identified_from_held_back_photos_and_a_stranger_is_un
 
     // A stranger: a training-fold identity that was not enrolled.
     let stranger = candidates.iter().find(|n| !enrolled.contains(n)).unwrap();
-    let img = images::load(&lfw_image(stranger, 1)).unwrap();
+    let img = images::load(&lfw_image(stranger, 1), &Default::default()).unwrap();
     let obs = rec.single_face(&img, true).unwrap().unwrap();
     let event = to_event(&obs, &snapshot, t, k, "test", 0);
     assert_eq!(event.identity, "unknown", "stranger {stranger} matched {:?}", event.candidates);
@@ -102,15 +102,30 @@ fn cli_enroll_identify_and_run_emit_json_events() {
     std::fs::copy(lfw_image("Gerhard_Schroeder", 1), frames.join("d.jpg")).unwrap();
     let run = farsight(&["run", "--gallery", g, "--source", frames.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
-    let events: Vec<serde_json::Value> =
+    let all: Vec<serde_json::Value> =
         String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(events.len(), 2, "{events:#?}");
+    // He is announced while he is there (after announce_frames = 3 frames), then each visit closes
+    // with its one final event; the one-frame stranger is never confident enough to announce.
+    let phases: Vec<(&str, &str)> =
+        all.iter().map(|e| (e["phase"].as_str().unwrap(), e["identity"].as_str().unwrap())).collect();
+    assert_eq!(phases, [("decision", "Tony Blair"), ("final", "Tony Blair"), ("final", "unknown")], "{all:#?}");
+    let events: Vec<&serde_json::Value> = all.iter().filter(|e| e["phase"] == "final").collect();
     assert_eq!((&events[0]["event"], &events[0]["identity"]), (&"match".into(), &"Tony Blair".into()));
     assert_eq!(events[0]["frames_seen"], 3);
     assert_eq!((&events[1]["event"], &events[1]["identity"]), (&"unknown".into(), &"unknown".into()));
     assert_eq!(events[1]["best_shot"]["frame"], 3);
-    for e in &events {
-        for key in ["camera", "track", "score", "candidates", "first_seen_ms", "last_seen_ms", "frames_used"] {
+    for e in &all {
+        for key in [
+            "camera",
+            "track",
+            "phase",
+            "update",
+            "score",
+            "candidates",
+            "first_seen_ms",
+            "last_seen_ms",
+            "frames_used",
+        ] {
             assert!(e.get(key).is_some(), "event lacks {key}: {e}");
         }
         for key in ["box", "face_px", "aligned_px", "restored", "detector_score", "quality"] {
@@ -131,7 +146,7 @@ fn cli_enroll_identify_and_run_emit_json_events() {
 #[test]
 fn ftlgan_int8_and_fp32_restore_a_real_face_alike_and_keep_it_matchable() {
     let rec = recognizer();
-    let img = images::load(&lfw_image("Tony_Blair", 3)).unwrap();
+    let img = images::load(&lfw_image("Tony_Blair", 3), &Default::default()).unwrap();
     let (obs, aligned) = rec.observe_aligned(&img).unwrap().into_iter().next().expect("a face");
     let full = rec.embedder().embed(&aligned).unwrap();
     let int8 = rec.load_restorer(RestoreKind::Ftlgan).unwrap();
@@ -168,7 +183,7 @@ fn faces_below_the_threshold_get_the_configured_restorer_larger_ones_the_fallbac
     config.restore.below_px = 32.0;
     config.restore.fallback = RestoreKind::Bicubic;
     let rec = farsight::Recognizer::load(&config).unwrap();
-    let img = images::load(&lfw_image("Tony_Blair", 3)).unwrap();
+    let img = images::load(&lfw_image("Tony_Blair", 3), &Default::default()).unwrap();
     let full = rec.single_face(&img, true).unwrap().expect("a face");
     assert_eq!(full.restorer, None, "a {:.0} px face is never restored", full.aligned_px);
     let (w, h) = img.dimensions();

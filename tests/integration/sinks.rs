@@ -22,6 +22,7 @@ fn event(camera: &str, track: u64) -> TrackEvent {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     TrackEvent {
         event: TrackDecision::Unknown,
+        phase: farsight::event::Phase::Final,
         update: false,
         camera: camera.to_owned(),
         track,
@@ -61,9 +62,7 @@ fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::common::free_port;
 
 // ---------------------------------------------------------------------------------------------
 // Webhook: a minimal HTTP/1.1 receiver on loopback.
@@ -141,15 +140,17 @@ fn serve(stream: TcpStream, attempts: &AtomicUsize, requests: &Mutex<Vec<Receive
 
 #[test]
 fn webhook_retries_a_500_and_a_timeout_then_delivers() {
-    let rx = receiver(vec![Answer::Status(500), Answer::Silence(Duration::from_millis(1500)), Answer::Status(200)]);
-    let hook = WebhookSinkConfig { url: rx.url.clone(), timeout_ms: 300, bearer_token: Some("s3cret".into()) };
+    // The silence outlasts the client's timeout by seconds, so a slow machine cannot turn a
+    // timely answer into a timeout (or the other way round).
+    let rx = receiver(vec![Answer::Status(500), Answer::Silence(Duration::from_secs(6)), Answer::Status(200)]);
+    let hook = WebhookSinkConfig { url: rx.url.clone(), timeout_ms: 2000, bearer_token: Some("s3cret".into()) };
     let sinks = Sinks::from_sinks(vec![Box::new(WebhookSink::new(&hook).unwrap())], &quiet_config()).unwrap();
-    let t = Instant::now();
     sinks.publish(event("gate", 42));
-    assert!(t.elapsed() < Duration::from_millis(100));
     let stats = sinks.stats()[0].clone();
-    wait_until(Duration::from_secs(5), "the delivery", || stats.snapshot().output == 1);
-    let summary = sinks.close(Duration::from_secs(2));
+    // publish returned before the delivery (which needs a 500 and a 2 s timeout first).
+    assert_eq!(stats.snapshot().output, 0);
+    wait_until(Duration::from_secs(30), "the delivery", || stats.snapshot().output == 1);
+    let summary = sinks.close(Duration::from_secs(5));
     assert_eq!(summary, vec![SinkSummary { name: "webhook".into(), delivered: 1, dropped: 0, finished: true }]);
     assert_eq!(rx.attempts.load(SeqCst), 3);
     assert_eq!(stats.snapshot().errors, 2);
@@ -287,17 +288,17 @@ fn a_stuck_sink_neither_blocks_publish_nor_starves_the_others() {
     entered.recv_timeout(Duration::from_secs(5)).unwrap();
     let sqlite_stats = sinks.stats()[1].clone();
     for track in 1..20 {
-        let t = Instant::now();
+        // The stuck sink never returns until released below: a publish that waited for it would
+        // hang here, so returning at all is the proof.
         sinks.publish(event("yard", track));
-        assert!(t.elapsed() < Duration::from_millis(500), "publish blocked for {:?}", t.elapsed());
         // Let the SQLite sink keep up, so only the stuck sink's queue can fill.
-        wait_until(Duration::from_secs(5), "the SQLite insert", || sqlite_stats.snapshot().output == track + 1);
+        wait_until(Duration::from_secs(20), "the SQLite insert", || sqlite_stats.snapshot().output == track + 1);
     }
     // One in the stuck delivery, four queued, fifteen dropped at once.
     assert_eq!(sinks.stats()[0].snapshot().dropped, 15);
     let t = Instant::now();
     let summary = sinks.close(Duration::from_millis(200));
-    assert!(t.elapsed() < Duration::from_secs(5), "close took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "close took {:?}", t.elapsed());
     assert_eq!(
         summary,
         vec![

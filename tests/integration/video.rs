@@ -4,7 +4,6 @@
 
 use image::{imageops, Rgb, RgbImage};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -44,10 +43,7 @@ pub fn make_face_video(out: &Path, spec: &VideoSpec) -> PathBuf {
     out.to_owned()
 }
 
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use crate::common::free_port;
 
 /// `tests/fixtures/rtsp_server.py` serving a file; killed on drop.
 pub struct RtspServer {

@@ -1,0 +1,142 @@
+//! Start-up: everything `farsight run` needs is checked, and built where building is the check,
+//! before any thread starts. `farsight validate` (what systemd runs before start and reload) calls
+//! the same [`prepare`], so it refuses exactly what `run` would refuse: the configuration's values,
+//! the cameras (a file or folder that is not there, a url that cannot work), the models (missing,
+//! corrupt or of the wrong kind), the gallery (corrupt, foreign, of another embedder, or in a
+//! folder that is missing or read-only), the status file's and crops' folders, and the sinks'
+//! files (an MQTT `ca_file`). Every problem is collected, so one run of `validate` lists them all.
+//! Nothing is connected to (a broker that is down at boot is retried once running) and nothing is
+//! written but a probe file that is removed at once (and, when `create` is asked, the crops
+//! folder).
+
+use crate::config::{CameraConfig, Config};
+use crate::gallery::{Gallery, OpenMode};
+use crate::pipeline::{check_writable, prepare_crops_dir, Camera};
+use crate::recognize::Recognizer;
+use crate::source::{open_source, SourceSpec};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Every reason the daemon cannot start, each saying what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot start:\n  {}", .0.join("\n  "))]
+pub struct Problems(pub Vec<String>);
+
+/// A daemon ready to run: the models loaded once, each camera's source built (not yet opened).
+pub struct Prepared {
+    pub config: Config,
+    pub recognizer: Arc<Recognizer>,
+    pub cameras: Vec<Camera>,
+    /// Identities in the gallery at start (`None`: no gallery yet; created by the first enroll).
+    pub identities: Option<usize>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("cameras", &self.cameras.len()).field("identities", &self.identities).finish()
+    }
+}
+
+/// The status file's path: `pipeline.status_file`, else `<gallery>.status.json`.
+pub fn status_path(config: &Config) -> PathBuf {
+    config.pipeline.status_file.clone().unwrap_or_else(|| {
+        let mut name = config.gallery.file_name().unwrap_or_default().to_os_string();
+        name.push(".status.json");
+        config.gallery.with_file_name(name)
+    })
+}
+
+/// Checks everything `run` needs and builds the recognizer and the camera sources. `create`:
+/// also make what start-up makes (the crops folder); `validate` passes false.
+pub fn prepare(config: Config, create: bool) -> Result<Prepared, Problems> {
+    let mut p = config.validate();
+    if config.cameras.is_empty() {
+        p.push("no cameras: add [[camera]] sections to the config (or give `run --source URL`)".to_owned());
+    }
+    for cam in &config.cameras {
+        check_camera(cam, &mut p);
+    }
+    check_state_paths(&config, create, &mut p);
+    if let Some(mqtt) = &config.sinks.mqtt {
+        if let Some(ca) = &mqtt.ca_file {
+            if let Err(e) = crate::sink::mqtt::read_pem(ca) {
+                p.push(format!("sinks.mqtt.ca_file: {e}"));
+            }
+        }
+    }
+    let recognizer = match Recognizer::load(&config) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            p.push(format!("models: {}", crate::error_chain(&e)));
+            None
+        }
+    };
+    let mut identities = None;
+    if let Some(rec) = &recognizer {
+        if config.gallery.exists() {
+            match Gallery::open(&config.gallery, OpenMode::MustExist, Some(rec.embedder().id())).and_then(|g| g.list())
+            {
+                Ok(list) => identities = Some(list.len()),
+                Err(e) => p.push(crate::error_chain(&e)),
+            }
+        }
+    }
+    let mut cameras = Vec::new();
+    for cam in &config.cameras {
+        match open_source(cam, &config.images) {
+            Ok(source) => cameras.push(Camera { config: cam.clone(), source }),
+            Err(e) => p.push(format!("camera {}: {}", cam.name, crate::error_chain(&e))),
+        }
+    }
+    match recognizer {
+        Some(rec) if p.is_empty() => Ok(Prepared { config, recognizer: Arc::new(rec), cameras, identities }),
+        _ => Err(Problems(p)),
+    }
+}
+
+/// Files and folders must exist at start (cameras may come and go; files may not).
+fn check_camera(cam: &CameraConfig, p: &mut Vec<String>) {
+    match cam.spec() {
+        Ok(SourceSpec::Video { path }) if !path.is_file() => {
+            p.push(format!("camera {}: video file {} does not exist", cam.name, path.display()))
+        }
+        Ok(SourceSpec::Images { path }) if !path.exists() => {
+            p.push(format!("camera {}: {} does not exist", cam.name, path.display()))
+        }
+        Ok(_) => {}
+        // Already reported by `Config::validate` with the camera's line.
+        Err(_) => {}
+    }
+}
+
+/// The gallery, the status file and the crops folder must be creatable where the config puts them.
+fn check_state_paths(config: &Config, create: bool, p: &mut Vec<String>) {
+    let folder_of =
+        |file: &Path| file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let mut check_file = |what: &str, file: &Path| {
+        let dir = folder_of(file);
+        if !dir.is_dir() {
+            p.push(format!("{what} {}: its folder {} does not exist", file.display(), dir.display()));
+        } else if let Err(e) = check_writable(&dir) {
+            p.push(format!("{what} {}: cannot write in {} ({e})", file.display(), dir.display()));
+        } else if file.is_dir() {
+            p.push(format!("{what} {} is a folder", file.display()));
+        }
+    };
+    check_file("gallery", &config.gallery);
+    check_file("status file", &status_path(config));
+    if config.crops.enabled {
+        let sources: Vec<PathBuf> = config
+            .cameras
+            .iter()
+            .filter_map(|c| match c.spec() {
+                // Only a folder camera reads a folder (and would read crops written into it).
+                Ok(SourceSpec::Images { path }) if path.is_dir() => Some(path),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = prepare_crops_dir(&config.crops.dir, &sources, create) {
+            p.push(e);
+        }
+    }
+}
