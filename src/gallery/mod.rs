@@ -8,7 +8,7 @@ mod schema;
 
 use crate::embed::EmbedderId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
@@ -351,7 +351,7 @@ impl Gallery {
 }
 
 /// An identity and its best cosine similarity to a probe.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub name: String,
     pub score: f32,
@@ -468,7 +468,33 @@ fn sql_error(path: &Path, source: rusqlite::Error) -> GalleryError {
             GalleryError::Corrupt { path: path.to_owned(), source }
         }
         Some(ErrorCode::DiskFull) => GalleryError::DiskFull { path: path.to_owned(), source },
+        // SQLite reports a full disk met while growing the -shm file (tmpfs, memory-mapped) as an
+        // I/O error: ask the file system.
+        Some(ErrorCode::SystemIoFailure) if folder_is_full(path) => {
+            GalleryError::DiskFull { path: path.to_owned(), source }
+        }
         _ => GalleryError::Database { path: path.to_owned(), source },
+    }
+}
+
+/// Whether the file system holding `path` has less than 64 KiB left for this process.
+fn folder_is_full(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return false;
+        }
+        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 64 * 1024
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
     }
 }
 
