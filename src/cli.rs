@@ -6,8 +6,16 @@ use farsight::restore::RestoreKind;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "farsight", version, about = "Recognise people from faces too small for ordinary face recognition")]
+#[command(
+    name = "farsight",
+    about = "Recognise people from faces too small for ordinary face recognition",
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
+    /// Print the version, the git commit and the sha256 of every model file, then exit.
+    #[arg(short = 'V', long)]
+    pub version: bool,
     /// TOML configuration (see farsight.example.toml); built-in defaults when absent.
     #[arg(long, global = true, env = "FARSIGHT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -18,7 +26,7 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]

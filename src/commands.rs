@@ -16,9 +16,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    match cli.command {
+    let Some(command) = cli.command else {
+        // `--version` (clap answers a bare `farsight` with the help).
+        print!("{}", version_text(&config));
+        return Ok(());
+    };
+    match command {
         Command::Run { source, gallery, live, summary } => {
-            crate::live::run(config, cli.config.is_some(), source, gallery, live, summary.as_deref())
+            let overrides = crate::live::Overrides { sources: source, gallery, live };
+            crate::live::run(config, cli.config.as_deref(), overrides, summary.as_deref())
         }
         Command::Status { file } => crate::live::status(&config, file),
         Command::Enroll { gallery, name, largest, create_dir, images } => {
@@ -63,6 +69,26 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate => validate(config, cli.config.as_deref()),
     }
+}
+
+/// `farsight --version`: what is running, from which commit, with which models (the gallery's
+/// templates are tied to the embedder's sha256).
+fn version_text(config: &Config) -> String {
+    let mut out = format!(
+        "farsight {} (commit {})\nmodels in {}:\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("FARSIGHT_GIT_COMMIT"),
+        config.models_dir.display()
+    );
+    for file in farsight::model::KNOWN_FILES {
+        let path = config.models_dir.join(file);
+        let sha = match std::fs::read(&path) {
+            Ok(bytes) => farsight::model::sha256_hex(&bytes),
+            Err(_) => "missing".to_owned(),
+        };
+        out.push_str(&format!("  {file:<26} {sha}\n"));
+    }
+    out
 }
 
 fn load_recognizer(config: &Config) -> Result<Recognizer> {

@@ -11,7 +11,7 @@
 
 use crate::config::{CameraConfig, Config};
 use crate::gallery::{Gallery, OpenMode};
-use crate::pipeline::{check_writable, prepare_crops_dir, Camera};
+use crate::pipeline::{check_writable, prepare_crops_dir, Camera, Reloaded};
 use crate::recognize::Recognizer;
 use crate::source::{open_source, SourceSpec};
 use std::path::{Path, PathBuf};
@@ -139,4 +139,49 @@ fn check_state_paths(config: &Config, create: bool, p: &mut Vec<String>) {
             p.push(e);
         }
     }
+}
+
+/// Checks a configuration re-read on SIGHUP against the one the daemon started with: its values,
+/// cameras and state paths must pass the same checks as at start (models are not reloaded). What
+/// can change while running (match, track, crops) comes back in [`Reloaded`]; a change to anything
+/// else is named in its notes as waiting for a restart.
+pub fn reload(started: &Config, new: Config) -> Result<Reloaded, Problems> {
+    let mut p = new.validate();
+    if new.cameras.is_empty() {
+        p.push("no cameras: add [[camera]] sections to the config".to_owned());
+    }
+    for cam in &new.cameras {
+        check_camera(cam, &mut p);
+    }
+    check_state_paths(&new, true, &mut p);
+    if !p.is_empty() {
+        return Err(Problems(p));
+    }
+    let mut restart = Vec::new();
+    let mut differs = |what: &str, changed: bool| {
+        if changed {
+            restart.push(what.to_owned());
+        }
+    };
+    differs("cameras", started.cameras != new.cameras);
+    differs("models_dir", started.models_dir != new.models_dir);
+    differs("gallery", started.gallery != new.gallery);
+    differs("[detector]", started.detector != new.detector);
+    differs("[restore]", started.restore != new.restore);
+    differs("[pipeline]", started.pipeline != new.pipeline);
+    differs("[sinks]", started.sinks != new.sinks);
+    differs("[images]", started.images != new.images);
+    differs("[service]", started.service != new.service);
+    let notes = if restart.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("{} changed: applied at the next restart (systemctl restart farsight)", restart.join(", "))]
+    };
+    Ok(Reloaded {
+        threshold: new.matching.threshold,
+        top_k: new.matching.top_k,
+        track: new.track,
+        crops: new.crops,
+        notes,
+    })
 }

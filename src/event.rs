@@ -3,7 +3,7 @@
 
 use crate::gallery::Candidate;
 use crate::geometry::Rect;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The identity reported for a face that matches nobody in the gallery above the threshold.
 pub const UNKNOWN: &str = "unknown";
@@ -83,7 +83,7 @@ mod tests {
 }
 
 /// What a track was decided to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrackDecision {
     /// The fused embedding matched a gallery identity at or above the threshold.
@@ -95,7 +95,7 @@ pub enum TrackDecision {
 /// Which event of a visit this is. Every visit that lasts `track.min_frames` frames ends with
 /// exactly one `final` event; before it, at most one `decision` (sent while the person is still
 /// there, once the track is confident) and an `update` for each later change of that decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Decision,
@@ -104,7 +104,7 @@ pub enum Phase {
 }
 
 /// The best face of a track: what the decision rests on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BestShot {
     /// Frame number (within the camera's run) the face was seen in.
     pub frame: u64,
@@ -126,7 +126,9 @@ pub struct BestShot {
 
 /// One event per person-visit (track): what stdout, SQLite, MQTT and the webhook receive.
 /// Its fields are the documented event schema (README "Events"); add fields, never rename them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// It reads back from its own JSON (the SQLite sink's `events.json` column) with the same names;
+/// floats outside f32's range read as infinities, which JSON cannot hold: see `fuzzing::event_json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackEvent {
     /// `"match"` or `"unknown"`.
     pub event: TrackDecision,

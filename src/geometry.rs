@@ -3,7 +3,7 @@
 //! least-squares similarity transform (Umeyama) that aligns landmarks to a template.
 //! Nothing here allocates images or touches a model.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A point in pixel coordinates (x to the right, y down).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -19,7 +19,7 @@ impl Point {
 }
 
 /// An axis-aligned rectangle in pixel coordinates: top-left corner plus size.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Rect {
     pub x: f32,
     pub y: f32,

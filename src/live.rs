@@ -20,23 +20,33 @@ const SINK_DRAIN: Duration = Duration::from_secs(10);
 /// The bundled sample photos (`scripts/fetch-samples.sh`): the README demo's default camera.
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples");
 
-pub fn run(
-    mut config: Config,
-    config_given: bool,
-    sources: Vec<OsString>,
-    gallery: Option<PathBuf>,
-    live: bool,
-    summary: Option<&Path>,
-) -> Result<()> {
-    if let Some(g) = gallery {
-        config.gallery = g;
+/// What the command line says over the config file (applied again to a config re-read on SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub sources: Vec<OsString>,
+    pub gallery: Option<PathBuf>,
+    pub live: bool,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(g) = &self.gallery {
+            config.gallery = g.clone();
+        }
+        if !self.sources.is_empty() {
+            config.cameras = self.sources.iter().map(|s| CameraConfig::from_arg(s)).collect();
+            dedupe_names(&mut config.cameras);
+        }
+        if self.live {
+            config.cameras.iter_mut().for_each(|c| c.live = Some(true));
+        }
     }
-    if !sources.is_empty() {
-        config.cameras = sources.iter().map(|s| CameraConfig::from_arg(s)).collect();
-        dedupe_names(&mut config.cameras);
-    }
-    demo_cameras(&mut config, config_given)?;
-    if live {
+}
+
+pub fn run(mut config: Config, config_path: Option<&Path>, overrides: Overrides, summary: Option<&Path>) -> Result<()> {
+    overrides.apply(&mut config);
+    demo_cameras(&mut config, config_path.is_some())?;
+    if overrides.live {
         config.cameras.iter_mut().for_each(|c| c.live = Some(true));
     }
     let prepared = daemon::prepare(config, true)?;
@@ -56,6 +66,24 @@ pub fn run(
             .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
             .context("installing the signal handlers")?;
     }
+    // SIGHUP (systemd's ExecReload): re-read the config at the tracker's next tick.
+    let reload_requested = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload_requested.clone())
+        .context("installing the SIGHUP handler")?;
+    let reload: Option<pipeline::ReloadFn> = config_path.map(|path| {
+        let (path, started, overrides) = (path.to_owned(), config.clone(), overrides.clone());
+        Box::new(move || {
+            let mut new = Config::load(&path).map_err(|e| farsight::error_chain(&e))?;
+            overrides.apply(&mut new);
+            daemon::reload(&started, new).map_err(|e| e.0.join("; "))
+        }) as pipeline::ReloadFn
+    });
+    let supervision = pipeline::Supervision {
+        notifier: farsight::service::Notifier::from_env(&config.service),
+        stall_after: Duration::from_secs_f32(config.service.stall_after_s),
+        reload_requested,
+        reload,
+    };
     let workers = match config.pipeline.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -72,7 +100,15 @@ pub fn run(
         status_file: Some(daemon::status_path(&config)),
     };
     log::info!("{} camera(s), {workers} recognition worker(s)", config.cameras.len());
-    let result = pipeline::run(prepared.recognizer, prepared.cameras, &opts, |e| sinks.publish(e), sinks.stats(), stop);
+    let result = pipeline::run(
+        prepared.recognizer,
+        prepared.cameras,
+        &opts,
+        |e| sinks.publish(e),
+        sinks.stats(),
+        stop,
+        supervision,
+    );
     let delivery = sinks.close(SINK_DRAIN);
     let summary_report = result?;
     log::info!(

@@ -9,6 +9,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if !cli.version && cli.command.is_none() {
+        use clap::CommandFactory;
+        let _ = cli::Cli::command().print_help();
+        return std::process::ExitCode::from(2);
+    }
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",

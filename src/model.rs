@@ -181,6 +181,10 @@ impl Plan {
     }
 }
 
+/// Every model file farsight can load from its models folder (detectors, embedder, restorers).
+pub const KNOWN_FILES: &[&str] =
+    &["centerface.onnx", "retinaface-mnet025.onnx", "yunet.onnx", "sface.onnx", "ftlgan.onnx", "ftlgan-fp32.onnx"];
+
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()

@@ -218,6 +218,11 @@ impl Tracker {
         Self { config, cameras: HashMap::new(), next_id: 1, discarded: 0 }
     }
 
+    /// New settings (a reload): tracks opened from now on, and every later decision, use them.
+    pub fn reconfigure(&mut self, config: TrackConfig) {
+        self.config = config;
+    }
+
     /// Open tracks across all cameras.
     pub fn open_tracks(&self) -> usize {
         self.cameras.values().map(Vec::len).sum()

@@ -64,6 +64,7 @@ impl CameraConfig {
                     p.file_stem().map(|s| s.to_string_lossy().into_owned())
                 }
                 SourceSpec::Rtsp { .. } => None,
+                SourceSpec::Stall => Some("stall".into()),
             })
             .unwrap_or_else(|| "camera".to_owned());
         Self {

@@ -11,6 +11,7 @@ pub use live::{
 
 use crate::detect::DetectorConfig;
 use crate::restore::RestoreKind;
+use crate::service::ServiceConfig;
 use crate::source::images::ImageLimits;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -18,12 +19,44 @@ use std::path::{Path, PathBuf};
 /// The config file format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
-/// Where the models are when the config does not say: the `models/` folder of the source tree
-/// this binary was built from (a packaged install sets `models_dir`).
+/// The `models/` folder of the source tree this binary was built from.
 pub const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
 
-/// Default gallery database, relative to the working directory.
+/// Default gallery database of a binary run from a checkout, relative to the working directory.
 pub const DEFAULT_GALLERY: &str = "farsight-gallery.db";
+
+/// Where an installed farsight keeps its state (the Debian package's `/var/lib/farsight`, the
+/// unit's `StateDirectory=`).
+pub const INSTALLED_STATE_DIR: &str = "/var/lib/farsight";
+
+/// The models folder of an installed binary: `<prefix>/bin/farsight` reads
+/// `<prefix>/share/farsight/models` (the Debian package puts them in /usr/share/farsight/models).
+pub fn installed_models_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("share/farsight/models");
+    dir.is_dir().then_some(dir)
+}
+
+/// Where the models are when the config does not say: beside an installed binary, else the
+/// source tree's `models/` (a binary run from a checkout).
+pub fn default_models_dir() -> PathBuf {
+    installed_models_dir().unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR))
+}
+
+/// The gallery when neither the config nor `--gallery` says: `gallery.db` in systemd's
+/// `STATE_DIRECTORY` when the unit sets one, in /var/lib/farsight for an installed binary, else
+/// `farsight-gallery.db` in the working directory (a checkout).
+pub fn default_gallery() -> PathBuf {
+    if let Some(state) = std::env::var_os("STATE_DIRECTORY").filter(|s| !s.is_empty()) {
+        // systemd may list several folders separated by ':'; the first is ours.
+        let state = state.to_string_lossy();
+        return PathBuf::from(state.split(':').next().unwrap_or_default()).join("gallery.db");
+    }
+    if installed_models_dir().is_some() {
+        return PathBuf::from(INSTALLED_STATE_DIR).join("gallery.db");
+    }
+    PathBuf::from(DEFAULT_GALLERY)
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,14 +77,15 @@ pub struct Config {
     pub sinks: SinksConfig,
     pub crops: CropsConfig,
     pub images: ImageLimits,
+    pub service: ServiceConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             version: CONFIG_VERSION,
-            models_dir: PathBuf::from(DEFAULT_MODELS_DIR),
-            gallery: PathBuf::from(DEFAULT_GALLERY),
+            models_dir: default_models_dir(),
+            gallery: default_gallery(),
             detector: DetectorConfig::default(),
             restore: RestoreConfig::default(),
             matching: MatchConfig::default(),
@@ -61,6 +95,7 @@ impl Default for Config {
             sinks: SinksConfig::default(),
             crops: CropsConfig::default(),
             images: ImageLimits::default(),
+            service: ServiceConfig::default(),
         }
     }
 }
@@ -116,11 +151,17 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a config file. The file must be UTF-8 text: a binary or wrongly
-    /// encoded file is refused with the position of the first bad byte.
+    /// Reads and validates a config file (see [`Config::from_bytes`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let text = match std::str::from_utf8(&bytes) {
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses and validates a config file's contents; `path` only names the source in messages.
+    /// The file must be UTF-8 text: a binary or wrongly encoded file is refused with the position
+    /// of the first bad byte. Never panics, whatever the bytes (fuzzed: `fuzz/`, `config_toml`).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => {
                 let at = e.valid_up_to();
@@ -183,6 +224,7 @@ impl Config {
             p.push(format!("match.top_k = {} must be between 1 and 100", self.matching.top_k));
         }
         self.images.validate(&mut p);
+        self.service.validate(&mut p);
         live::validate_cameras(&self.cameras, &mut p);
         live::validate_runtime(&self.pipeline, &self.track, &self.sinks, &self.crops, &mut p);
         p

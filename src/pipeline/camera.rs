@@ -7,6 +7,7 @@
 //! complete history) and counts it; a finite source waits for room (back-pressure), so a video
 //! file is processed completely however slow the pipeline is.
 
+use super::health::Pulse;
 use super::CameraMsg;
 use crate::config::CameraConfig;
 use crate::frame::Frame;
@@ -43,6 +44,9 @@ pub(super) struct CameraThread {
     pub stop: Arc<AtomicBool>,
     /// Stream time of live cameras is measured from here (shared by all cameras).
     pub epoch: Instant,
+    /// Stamped on every pass of the loops (a pull waits at most 200 ms): a source stuck inside
+    /// `pull` stops it, and the systemd watchdog with it.
+    pub pulse: Pulse,
 }
 
 impl CameraThread {
@@ -55,6 +59,7 @@ impl CameraThread {
         let mut seq = 0u64;
         let mut failed_opens = 0u32;
         let end = 'session: loop {
+            self.pulse.beat();
             if self.stopping() {
                 break CameraEnd::Stopped;
             }
@@ -79,6 +84,7 @@ impl CameraThread {
             log::info!("camera {}: reading {what}", self.name);
             let mut last_frame = Instant::now();
             let reason = loop {
+                self.pulse.beat();
                 if self.stopping() {
                     break Err(CameraEnd::Stopped);
                 }
@@ -186,7 +192,11 @@ impl CameraThread {
                         self.stats.count_out();
                         return true;
                     }
-                    Err(SendTimeoutError::Timeout(m)) if !self.stopping() => msg = m,
+                    Err(SendTimeoutError::Timeout(m)) if !self.stopping() => {
+                        // Waiting for a busy pipeline is progress too (back-pressure, not a stall).
+                        self.pulse.beat();
+                        msg = m;
+                    }
                     Err(_) => return false,
                 }
             }
@@ -201,6 +211,7 @@ impl CameraThread {
     fn sleep(&self, d: Duration) -> bool {
         let until = Instant::now() + d;
         while Instant::now() < until {
+            self.pulse.beat();
             if self.stopping() {
                 return false;
             }
@@ -240,6 +251,7 @@ mod tests {
             stats: Arc::new(StageStats::new("camera-cam")),
             stop: Arc::new(AtomicBool::new(false)),
             epoch: Instant::now(),
+            pulse: Pulse::new(&Arc::new(super::super::Heartbeats::new(vec!["cam".into()])), 0),
         };
         (thread, rx)
     }

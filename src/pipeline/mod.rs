@@ -22,13 +22,25 @@
 //! holding early arrivals (at most a few per worker) until the gap is filled. Frames a live camera
 //! drops from its queue never get a ticket, so they leave no gap.
 
+//!
+//! Files: this one wires the stages; [`camera`] is a camera's thread, `worker` a recognition
+//! worker, `tracker` the tracker thread (with systemd supervision and reloads), `reorder` the
+//! ticket-order buffer, `health` the heartbeats the watchdog reads, `support` the gallery watch,
+//! status file and crops.
+
 mod camera;
+mod health;
+mod reorder;
 mod support;
+mod tracker;
+mod worker;
 
 pub use camera::CameraEnd;
+pub use health::Heartbeats;
 pub use support::{
     check_writable, prepare_crops_dir, private_file, read_status, GalleryWatch, StatusReport, CROPS_MARKER,
 };
+pub use tracker::{ReloadFn, Reloaded, Supervision};
 
 use crate::config::{CameraConfig, CropsConfig, TrackConfig};
 use crate::event::TrackEvent;
@@ -36,9 +48,11 @@ use crate::frame::Frame;
 use crate::recognize::Recognizer;
 use crate::source::FrameSource;
 use crate::stats::{peak_rss_kib, StageSnapshot, StageStats};
-use crate::track::{quality, FrameStamp, Matcher, Sighting, Tracker};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
-use std::collections::{BTreeMap, HashMap};
+use crate::track::{FrameStamp, Sighting, Tracker};
+use crossbeam_channel::{bounded, Receiver, TryRecvError};
+use health::Pulse;
+use reorder::Reorder;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -138,7 +152,8 @@ pub enum PipelineError {
 
 /// Runs the pipeline until every camera has ended (files) or `stop` is set (then drains).
 /// `publish` receives every event on the tracker thread and must not block. `extra_stats`
-/// (e.g. the sinks' counters) are included in status reports.
+/// (e.g. the sinks' counters) are included in status reports. `supervision` tells systemd what
+/// happens and carries SIGHUP's reloads ([`Supervision::none`] for neither).
 pub fn run(
     recognizer: Arc<Recognizer>,
     cameras: Vec<Camera>,
@@ -146,20 +161,29 @@ pub fn run(
     mut publish: impl FnMut(TrackEvent) + Send,
     extra_stats: Vec<Arc<StageStats>>,
     stop: Arc<AtomicBool>,
+    supervision: Supervision,
 ) -> Result<RunSummary, PipelineError> {
     if cameras.is_empty() {
         return Err(PipelineError::NoCameras);
     }
     let started = Instant::now();
+    let workers = opts.workers.max(1);
+    let names: Vec<String> = cameras
+        .iter()
+        .map(|c| format!("cam-{}", c.config.name))
+        .chain((0..workers).map(|i| format!("recognize-{i}")))
+        .collect();
+    let heartbeats = Arc::new(Heartbeats::new(names));
     std::thread::scope(|scope| {
         let epoch = started;
         let recognize_stats = Arc::new(StageStats::new("recognize"));
         let track_stats = Arc::new(StageStats::new("events"));
         let mut camera_stats = Vec::new();
+        let mut named_camera_stats = Vec::new();
         let mut live = HashMap::new();
         let mut receivers = Vec::new();
         let mut camera_threads = Vec::new();
-        for cam in cameras {
+        for (slot, cam) in cameras.into_iter().enumerate() {
             let name: Arc<str> = cam.config.name.as_str().into();
             let stats = Arc::new(StageStats::new(format!("camera-{name}")));
             let (tx, rx) = bounded(opts.frame_queue.max(1));
@@ -173,19 +197,23 @@ pub fn run(
                 stats: stats.clone(),
                 stop: stop.clone(),
                 epoch,
+                pulse: Pulse::new(&heartbeats, slot),
             };
             receivers.push(CameraQueue { rx, taken: Arc::default() });
+            named_camera_stats.push((name.to_string(), stats.clone()));
             camera_stats.push(stats);
             camera_threads.push((name.to_string(), spawn(scope, &stop, &format!("cam-{name}"), move || thread.run())?));
         }
 
-        let (track_tx, track_rx) = bounded(2 * opts.workers.max(1));
-        let mut workers = Vec::new();
-        for i in 0..opts.workers.max(1) {
+        let (track_tx, track_rx) = bounded(2 * workers);
+        let n_cameras = receivers.len();
+        let mut worker_threads = Vec::new();
+        for i in 0..workers {
             let (rx, tx, rec, stats) = (receivers.clone(), track_tx.clone(), &*recognizer, recognize_stats.clone());
-            let keep_crops = opts.crops.enabled;
-            workers
-                .push(spawn(scope, &stop, &format!("recognize-{i}"), move || worker(rx, tx, rec, &stats, keep_crops))?);
+            let (keep_crops, pulse) = (opts.crops.enabled, Pulse::new(&heartbeats, n_cameras + i));
+            worker_threads.push(spawn(scope, &stop, &format!("recognize-{i}"), move || {
+                worker::worker(rx, tx, rec, &stats, keep_crops, pulse)
+            })?);
         }
         drop((receivers, track_tx));
 
@@ -196,8 +224,9 @@ pub fn run(
         let tracker_opts = opts.clone();
         let embedder = recognizer.embedder().id().clone();
         let tracker_stats = all_stats.clone();
+        let (beats, tracker_stop) = (heartbeats.clone(), stop.clone());
         let tracker = spawn(scope, &stop, "tracker", move || {
-            let mut t = TrackerThread {
+            let mut t = tracker::TrackerThread {
                 tracker: Tracker::new(tracker_opts.track.clone()),
                 watch: GalleryWatch::new(tracker_opts.gallery.clone(), embedder),
                 opts: tracker_opts,
@@ -205,8 +234,12 @@ pub fn run(
                 epoch,
                 order: Reorder::default(),
                 stats: tracker_stats,
+                cameras: named_camera_stats,
                 events: track_stats,
                 events_sent: 0,
+                heartbeats: beats,
+                supervision,
+                stop: tracker_stop,
             };
             t.run(track_rx, &mut publish);
             t.events_sent
@@ -217,7 +250,7 @@ pub fn run(
             let end = handle.join().map_err(|_| PipelineError::Panicked(format!("cam-{name}")))?;
             ends.push((name, end));
         }
-        for (i, w) in workers.into_iter().enumerate() {
+        for (i, w) in worker_threads.into_iter().enumerate() {
             w.join().map_err(|_| PipelineError::Panicked(format!("recognize-{i}")))?;
         }
         let events = tracker.join().map_err(|_| PipelineError::Panicked("tracker".to_owned()))?;
@@ -245,219 +278,9 @@ fn spawn<'scope, T: Send + 'scope>(
     })
 }
 
-/// A recognition worker: takes frames from any camera's queue until all are closed.
-fn worker(mut queues: Vec<CameraQueue>, tx: Sender<TrackMsg>, rec: &Recognizer, stats: &StageStats, keep_crops: bool) {
-    while !queues.is_empty() {
-        let mut sel = Select::new();
-        for q in &queues {
-            sel.recv(&q.rx);
-        }
-        let i = sel.ready();
-        let (ticket, msg) = match queues[i].take() {
-            Ok(taken) => taken,
-            Err(TryRecvError::Empty) => continue,
-            Err(TryRecvError::Disconnected) => {
-                queues.swap_remove(i);
-                continue;
-            }
-        };
-        let out = match msg {
-            CameraMsg::End { camera } => TrackMsg { camera, ticket, body: TrackBody::End },
-            CameraMsg::Frame(frame) => {
-                stats.count_in();
-                // A panic inside recognition must not kill the worker: its ticket would never
-                // reach the tracker, which would then hold this camera's frames forever.
-                let observed =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rec.observe_aligned(&frame.image)));
-                let outcome = match observed {
-                    Ok(Ok(found)) => {
-                        stats.count_out();
-                        Ok(found)
-                    }
-                    Ok(Err(e)) => Err(crate::error_chain(&e)),
-                    Err(_) => Err("recognition panicked".to_owned()),
-                };
-                let sightings = match outcome {
-                    Ok(found) => found
-                        .into_iter()
-                        .map(|(observation, aligned)| Sighting {
-                            quality: quality(&observation.face, observation.aligned_px, &aligned),
-                            crop: keep_crops.then_some(aligned),
-                            observation,
-                        })
-                        .collect(),
-                    Err(e) => {
-                        // A bad frame is logged, counted and skipped; it never ends the thread.
-                        stats.count_error();
-                        log::warn!("camera {} frame {}: recognition failed: {e}", frame.camera, frame.seq);
-                        Vec::new()
-                    }
-                };
-                stats.record(frame.captured.elapsed());
-                let stamp = FrameStamp { seq: frame.seq, ts: frame.ts, wall: frame.wall };
-                TrackMsg {
-                    camera: frame.camera,
-                    ticket,
-                    body: TrackBody::Frame { stamp, captured: frame.captured, sightings },
-                }
-            }
-        };
-        if tx.send(out).is_err() {
-            return;
-        }
-    }
-}
-
-struct TrackerThread {
-    opts: PipelineOptions,
-    tracker: Tracker,
-    watch: GalleryWatch,
-    live: HashMap<Arc<str>, bool>,
-    epoch: Instant,
-    order: Reorder<TrackBody>,
-    stats: Vec<Arc<StageStats>>,
-    events: Arc<StageStats>,
-    events_sent: u64,
-}
-
-impl TrackerThread {
-    fn run(&mut self, rx: Receiver<TrackMsg>, publish: &mut impl FnMut(TrackEvent)) {
-        let tick = Duration::from_millis(250);
-        let mut last_status = Instant::now();
-        let mut matcher = self.matcher();
-        loop {
-            let msg = rx.recv_timeout(tick);
-            if let Some(snapshot) = self.watch.poll() {
-                matcher.snapshot = Arc::new(snapshot);
-            }
-            match msg {
-                Ok(TrackMsg { camera, ticket, body }) => {
-                    for body in self.order.push(&camera, ticket, body) {
-                        self.track(&camera, body, &matcher, publish);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            // Live cameras that stopped delivering frames still lose their tracks on time.
-            let now = self.epoch.elapsed();
-            let live: Vec<Arc<str>> = self.live.iter().filter(|(_, &l)| l).map(|(c, _)| c.clone()).collect();
-            for camera in live {
-                let emitted = self.tracker.expire(&camera, now, &matcher);
-                self.send(emitted, Instant::now(), publish);
-            }
-            if last_status.elapsed() >= self.opts.status_interval {
-                last_status = Instant::now();
-                self.report();
-            }
-        }
-        // Only reachable with a gap if a worker died: track what is left in order regardless.
-        for (camera, body) in self.order.drain() {
-            self.track(&camera, body, &matcher, publish);
-        }
-        let emitted = self.tracker.close_all(&matcher);
-        self.send(emitted, Instant::now(), publish);
-        self.report();
-    }
-
-    fn matcher(&mut self) -> Matcher {
-        Matcher {
-            snapshot: Arc::new(self.watch.poll().unwrap_or_default()),
-            threshold: self.opts.threshold,
-            top_k: self.opts.top_k,
-        }
-    }
-
-    fn track(&mut self, camera: &Arc<str>, body: TrackBody, matcher: &Matcher, publish: &mut impl FnMut(TrackEvent)) {
-        match body {
-            TrackBody::Frame { stamp, captured, sightings } => {
-                self.events.count_in();
-                let emitted = self.tracker.update(camera, stamp, sightings, matcher);
-                self.send(emitted, captured, publish);
-            }
-            TrackBody::End => {
-                let emitted = self.tracker.end_camera(camera, matcher);
-                self.send(emitted, Instant::now(), publish);
-            }
-        }
-    }
-
-    fn send(&mut self, emitted: Vec<crate::track::Emitted>, trigger: Instant, publish: &mut impl FnMut(TrackEvent)) {
-        for crate::track::Emitted { mut event, crop } in emitted {
-            if let Some(crop) = crop.filter(|_| self.opts.crops.enabled) {
-                match support::save_crop(&self.opts.crops, &event, &crop) {
-                    Ok(path) => event.best_shot.crop = Some(path.display().to_string()),
-                    Err(e) => log::warn!("cannot save the best-shot crop: {e}"),
-                }
-            }
-            self.events.count_out();
-            self.events.record(trigger.elapsed());
-            self.events_sent += 1;
-            publish(event);
-        }
-    }
-
-    fn report(&self) {
-        let report =
-            StatusReport::new(&self.stats, self.tracker.open_tracks(), self.watch.identities(), self.epoch.elapsed());
-        log::info!("{}", report.summary_line());
-        if let Some(path) = &self.opts.status_file {
-            if let Err(e) = report.write(path) {
-                log::warn!("cannot write status file {}: {e}", path.display());
-            }
-        }
-    }
-}
-
-/// Puts each camera's messages back in ticket order: a message is released once every earlier
-/// ticket of its camera has been.
-struct Reorder<T> {
-    next: HashMap<Arc<str>, u64>,
-    early: BTreeMap<(Arc<str>, u64), T>,
-}
-
-impl<T> Default for Reorder<T> {
-    fn default() -> Self {
-        Self { next: HashMap::new(), early: BTreeMap::new() }
-    }
-}
-
-impl<T> Reorder<T> {
-    /// Accepts one message and returns those of its camera now in order (possibly none).
-    fn push(&mut self, camera: &Arc<str>, ticket: u64, item: T) -> Vec<T> {
-        self.early.insert((camera.clone(), ticket), item);
-        let next = self.next.entry(camera.clone()).or_default();
-        let mut ready = Vec::new();
-        while let Some(item) = self.early.remove(&(camera.clone(), *next)) {
-            ready.push(item);
-            *next += 1;
-        }
-        ready
-    }
-
-    /// Everything still held, in ticket order per camera (for the end of a run, when no earlier
-    /// ticket can arrive any more).
-    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, T)> {
-        std::mem::take(&mut self.early).into_iter().map(|((camera, _), item)| (camera, item))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reorder_releases_each_camera_in_ticket_order() {
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        let mut r = Reorder::default();
-        assert!(r.push(&a, 1, "a1").is_empty(), "ticket 0 of camera a has not arrived");
-        assert_eq!(r.push(&b, 0, "b0"), ["b0"], "cameras do not wait for each other");
-        assert!(r.push(&a, 2, "a2").is_empty());
-        assert_eq!(r.push(&a, 0, "a0"), ["a0", "a1", "a2"]);
-        assert_eq!(r.push(&a, 3, "a3"), ["a3"]);
-        assert!(r.push(&b, 2, "b2").is_empty());
-        assert_eq!(r.drain().collect::<Vec<_>>(), [(b.clone(), "b2")]);
-    }
 
     #[test]
     fn tickets_follow_queue_order_across_workers() {

@@ -32,6 +32,14 @@ impl GalleryWatch {
         Self { path, embedder, gallery: None, data_version: -1, generation: -1, identities: 0, last_check: None }
     }
 
+    /// Makes the next [`GalleryWatch::poll`] re-read the gallery and hand out a new snapshot (a
+    /// reload asked for it).
+    pub fn force(&mut self) {
+        self.last_check = None;
+        self.gallery = None;
+        self.generation = -1;
+    }
+
     /// Identities in the last snapshot handed out.
     pub fn identities(&self) -> usize {
         self.identities

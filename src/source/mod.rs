@@ -73,6 +73,10 @@ pub enum SourceSpec {
     Video { path: PathBuf },
     /// One image file, or a folder of images read in name order.
     Images { path: PathBuf },
+    /// `test://stall`: a diagnostic camera that delivers one grey frame and then never returns
+    /// from its source, as a hung driver would: for checking that a box's watchdog restarts
+    /// farsight (`service.stall_after_s`, the unit's `WatchdogSec=`).
+    Stall,
 }
 
 impl SourceSpec {
@@ -95,6 +99,9 @@ impl SourceSpec {
                 return Err(format!("{url}: a file url needs an absolute path (file:///...)"));
             }
             return Ok(Self::classify_path(PathBuf::from(path)));
+        }
+        if url == "test://stall" {
+            return Ok(Self::Stall);
         }
         if url.contains("://") {
             let shown = redact_url(url);
@@ -133,7 +140,7 @@ impl SourceSpec {
     /// Live sources (cameras) drop the oldest frame when the pipeline is behind and reconnect when
     /// they end; finite ones (files, images) block the reader instead and end at their last frame.
     pub fn is_live(&self) -> bool {
-        matches!(self, Self::V4l2 { .. } | Self::Rtsp { .. })
+        matches!(self, Self::V4l2 { .. } | Self::Rtsp { .. } | Self::Stall)
     }
 }
 
@@ -145,6 +152,7 @@ pub fn open_source(
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     let spec = camera.spec().map_err(|message| SourceError::Open { source_name: camera.name.clone(), message })?;
     match spec {
+        SourceSpec::Stall => Ok(Box::new(StallSource { delivered: false })),
         SourceSpec::Images { path } => {
             Ok(Box::new(images::ImagesSource::new(&path, Duration::from_millis(camera.frame_interval_ms), *limits)))
         }
@@ -159,6 +167,34 @@ pub fn open_source(
         #[cfg(not(feature = "v4l2"))]
         SourceSpec::V4l2 { .. } => Err(SourceError::NotCompiled { source_name: camera.name.clone(), feature: "v4l2" }),
     }
+}
+
+/// See [`SourceSpec::Stall`].
+#[derive(Debug)]
+struct StallSource {
+    delivered: bool,
+}
+
+impl FrameSource for StallSource {
+    fn describe(&self) -> String {
+        "test://stall (one frame, then a source that never returns)".to_owned()
+    }
+
+    fn open(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    fn pull(&mut self, _timeout: Duration) -> Result<Pulled, SourceError> {
+        if !self.delivered {
+            self.delivered = true;
+            return Ok(Pulled::Frame { image: RgbImage::from_pixel(320, 240, image::Rgb([128; 3])), pts: None });
+        }
+        loop {
+            std::thread::park();
+        }
+    }
+
+    fn close(&mut self) {}
 }
 
 /// `rtsp://user:secret@host/...` → `rtsp://user:***@host/...`, for logs, messages and events

@@ -93,10 +93,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the binary with `args` (RUST_LOG=info, log in `dir`).
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (`NOTIFY_SOCKET`, ...).
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let log = dir.join(format!("farsight-{}.log", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_farsight"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("FARSIGHT_CONFIG")
             .stdout(std::process::Stdio::piped())

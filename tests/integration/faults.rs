@@ -72,7 +72,10 @@ struct SmallDisk(PathBuf);
 impl SmallDisk {
     fn mount(at: &Path, size: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(at).output();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(at)
+            .output();
         let ok = out.as_ref().is_ok_and(|o| o.status.success());
         assert!(
             ok,
@@ -157,7 +160,7 @@ fn a_full_disk_fails_an_enroll_cleanly_and_a_run_recovers_when_space_returns() {
         final_event(&format!("final event {visit} on the full disk"));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !sink_stats().is_some_and(|(_, failed)| failed > failed_before) {
+    while sink_stats().is_none_or(|(_, failed)| failed <= failed_before) {
         assert!(Instant::now() < deadline, "the SQLite sink never counted a failed write: {:?}", sink_stats());
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -11,6 +11,7 @@ mod golden;
 mod hostile;
 mod live;
 mod recognition;
+mod service;
 mod sinks;
 mod streaming;
 mod training;

@@ -1,23 +1,22 @@
 //! The FTLGAN training smoke test: `models/ftlgan/smoke.py` runs every training step (prepare with
 //! this binary's export-aligned, two training steps, two distillation steps, ONNX export, int8
 //! quantisation) on four training identities. It needs the training venv that
-//! `models/ftlgan/setup.sh` creates (.ci/run does); a developer without PyTorch can skip it with
-//! `FARSIGHT_SKIP_TRAINING_SMOKE=1`.
+//! `models/ftlgan/setup.sh` creates (`scripts/test.sh` and .ci/run do); a developer without
+//! PyTorch can build the tests with `FARSIGHT_SKIP_TRAINING_SMOKE=1`, which makes it an ignored
+//! test (shown as such in the summary, with the reason) rather than a silent pass.
 
 use std::path::Path;
 use std::process::Command;
 
 #[test]
+#[cfg_attr(skip_training_smoke, ignore = "FARSIGHT_SKIP_TRAINING_SMOKE=1 at build time: needs models/ftlgan/.venv")]
 fn ftlgan_training_steps_run_on_a_handful_of_faces() {
-    if std::env::var_os("FARSIGHT_SKIP_TRAINING_SMOKE").is_some() {
-        eprintln!("FTLGAN training smoke test SKIPPED (FARSIGHT_SKIP_TRAINING_SMOKE is set)");
-        return;
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join("models/ftlgan/.venv/bin/python");
     assert!(
         python.exists(),
-        "{} is missing: run models/ftlgan/setup.sh (PyTorch, ~3 GB) or set FARSIGHT_SKIP_TRAINING_SMOKE=1",
+        "{} is missing: run models/ftlgan/setup.sh (PyTorch, ~3 GB), or build the tests with \
+         FARSIGHT_SKIP_TRAINING_SMOKE=1 to mark this test ignored",
         python.display()
     );
     let out = Command::new(&python)

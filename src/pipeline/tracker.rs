@@ -1,0 +1,225 @@
+//! The tracker thread: puts each camera's recognised frames back in order, feeds them to the
+//! [`Tracker`], publishes the events it emits (saving best-shot crops first when enabled), keeps
+//! the gallery snapshot current, writes the status report, and, about four times a second, shows
+//! the pipeline's health to systemd ([`Supervision`]) and applies a requested reload.
+
+use super::health::Heartbeats;
+use super::reorder::Reorder;
+use super::support::{self, GalleryWatch, StatusReport};
+use super::{PipelineOptions, TrackBody, TrackMsg};
+use crate::config::{CropsConfig, TrackConfig};
+use crate::event::TrackEvent;
+use crate::service::{Health, Notifier};
+use crate::stats::StageStats;
+use crate::track::{Emitted, Matcher, Tracker};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a reload may change while the pipeline runs: the matching threshold, the tracking
+/// settings (new tracks use them; open tracks keep their shots) and the crops. Everything else
+/// needs a restart; `notes` says what was seen and left for one.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub threshold: f32,
+    pub top_k: usize,
+    pub track: TrackConfig,
+    pub crops: CropsConfig,
+    pub notes: Vec<String>,
+}
+
+/// Re-reads and checks the configuration; an `Err` (what is wrong) keeps the old one running.
+pub type ReloadFn = Box<dyn FnMut() -> Result<Reloaded, String> + Send>;
+
+/// How the outside world watches and steers a running pipeline: systemd's notify protocol, the
+/// stop flag (to say STOPPING) and SIGHUP's reload request.
+pub struct Supervision {
+    pub notifier: Notifier,
+    /// A camera or worker whose heartbeat is older than this is stalled.
+    pub stall_after: Duration,
+    /// Set (by SIGHUP) to ask for a reload at the next tick.
+    pub reload_requested: Arc<AtomicBool>,
+    pub reload: Option<ReloadFn>,
+}
+
+impl Supervision {
+    /// No systemd, no reloads: what tests and one-off runs use.
+    pub fn none() -> Self {
+        Self {
+            notifier: Notifier::from_env(&Default::default()),
+            stall_after: Duration::from_secs(60),
+            reload_requested: Arc::default(),
+            reload: None,
+        }
+    }
+}
+
+pub(super) struct TrackerThread {
+    pub opts: PipelineOptions,
+    pub tracker: Tracker,
+    pub watch: GalleryWatch,
+    pub live: HashMap<Arc<str>, bool>,
+    pub epoch: Instant,
+    pub order: Reorder<TrackBody>,
+    pub stats: Vec<Arc<StageStats>>,
+    pub cameras: Vec<(String, Arc<StageStats>)>,
+    pub events: Arc<StageStats>,
+    pub events_sent: u64,
+    pub heartbeats: Arc<Heartbeats>,
+    pub supervision: Supervision,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl TrackerThread {
+    pub fn run(&mut self, rx: Receiver<TrackMsg>, publish: &mut impl FnMut(TrackEvent)) {
+        let tick = Duration::from_millis(250);
+        let mut last_status = Instant::now();
+        let mut matcher = self.matcher();
+        let mut stopping = false;
+        loop {
+            let msg = rx.recv_timeout(tick);
+            if let Some(snapshot) = self.watch.poll() {
+                matcher.snapshot = Arc::new(snapshot);
+            }
+            match msg {
+                Ok(TrackMsg { camera, ticket, body }) => {
+                    for body in self.order.push(&camera, ticket, body) {
+                        self.track(&camera, body, &matcher, publish);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Live cameras that stopped delivering frames still lose their tracks on time.
+            let now = self.epoch.elapsed();
+            let live: Vec<Arc<str>> = self.live.iter().filter(|(_, &l)| l).map(|(c, _)| c.clone()).collect();
+            for camera in live {
+                let emitted = self.tracker.expire(&camera, now, &matcher);
+                self.send(emitted, Instant::now(), publish);
+            }
+            if last_status.elapsed() >= self.opts.status_interval {
+                last_status = Instant::now();
+                self.report();
+            }
+            if !stopping && self.stop.load(Ordering::Relaxed) {
+                stopping = true;
+                self.supervision.notifier.stopping();
+            }
+            if self.supervision.reload_requested.swap(false, Ordering::Relaxed) {
+                self.reload(&mut matcher);
+            }
+            self.supervise();
+        }
+        // Only reachable with a gap if a worker died: track what is left in order regardless.
+        for (camera, body) in self.order.drain() {
+            self.track(&camera, body, &matcher, publish);
+        }
+        let emitted = self.tracker.close_all(&matcher);
+        self.send(emitted, Instant::now(), publish);
+        self.report();
+    }
+
+    fn matcher(&mut self) -> Matcher {
+        Matcher {
+            snapshot: Arc::new(self.watch.poll().unwrap_or_default()),
+            threshold: self.opts.threshold,
+            top_k: self.opts.top_k,
+        }
+    }
+
+    /// Shows systemd what the pipeline is doing (readiness, stalls, counters).
+    fn supervise(&mut self) {
+        if !self.supervision.notifier.enabled() {
+            return;
+        }
+        let health = Health {
+            cameras: self.cameras.iter().map(|(name, s)| (name.clone(), s.snapshot().input)).collect(),
+            stalled: self.heartbeats.stalled(self.supervision.stall_after),
+            summary: self.status_report().summary_line(),
+        };
+        self.supervision.notifier.tick(&health);
+    }
+
+    /// Applies a SIGHUP reload: what the new configuration may change live is changed; a bad
+    /// configuration is refused and the old one keeps running.
+    fn reload(&mut self, matcher: &mut Matcher) {
+        let Some(reload) = self.supervision.reload.as_mut() else {
+            log::warn!("SIGHUP: this run has no configuration file to reload");
+            return;
+        };
+        self.supervision.notifier.reloading();
+        let outcome = match reload() {
+            Ok(r) => {
+                matcher.threshold = r.threshold;
+                matcher.top_k = r.top_k;
+                self.opts.threshold = r.threshold;
+                self.opts.top_k = r.top_k;
+                self.tracker.reconfigure(r.track.clone());
+                self.opts.track = r.track;
+                self.opts.crops = r.crops;
+                self.watch.force();
+                if let Some(snapshot) = self.watch.poll() {
+                    matcher.snapshot = Arc::new(snapshot);
+                }
+                let mut outcome = "reloaded: match, track and crops settings applied, gallery re-read".to_owned();
+                for note in &r.notes {
+                    outcome.push_str("; ");
+                    outcome.push_str(note);
+                }
+                log::info!("{outcome}");
+                outcome
+            }
+            Err(e) => {
+                let outcome = format!("reload refused, still running the previous configuration: {e}");
+                log::error!("{outcome}");
+                outcome
+            }
+        };
+        self.supervision.notifier.reloaded(&outcome);
+    }
+
+    fn track(&mut self, camera: &Arc<str>, body: TrackBody, matcher: &Matcher, publish: &mut impl FnMut(TrackEvent)) {
+        match body {
+            TrackBody::Frame { stamp, captured, sightings } => {
+                self.events.count_in();
+                let emitted = self.tracker.update(camera, stamp, sightings, matcher);
+                self.send(emitted, captured, publish);
+            }
+            TrackBody::End => {
+                let emitted = self.tracker.end_camera(camera, matcher);
+                self.send(emitted, Instant::now(), publish);
+            }
+        }
+    }
+
+    fn send(&mut self, emitted: Vec<Emitted>, trigger: Instant, publish: &mut impl FnMut(TrackEvent)) {
+        for Emitted { mut event, crop } in emitted {
+            if let Some(crop) = crop.filter(|_| self.opts.crops.enabled) {
+                match support::save_crop(&self.opts.crops, &event, &crop) {
+                    Ok(path) => event.best_shot.crop = Some(path.display().to_string()),
+                    Err(e) => log::warn!("cannot save the best-shot crop: {e}"),
+                }
+            }
+            self.events.count_out();
+            self.events.record(trigger.elapsed());
+            self.events_sent += 1;
+            publish(event);
+        }
+    }
+
+    fn status_report(&self) -> StatusReport {
+        StatusReport::new(&self.stats, self.tracker.open_tracks(), self.watch.identities(), self.epoch.elapsed())
+    }
+
+    fn report(&self) {
+        let report = self.status_report();
+        log::info!("{}", report.summary_line());
+        if let Some(path) = &self.opts.status_file {
+            if let Err(e) = report.write(path) {
+                log::warn!("cannot write status file {}: {e}", path.display());
+            }
+        }
+    }
+}
