@@ -48,9 +48,9 @@ impl Embedder {
     pub fn load(models_dir: &Path) -> Result<Self, ModelError> {
         let file = ModelFile::load(&models_dir.join(EMBEDDER_FILE))?;
         let s = ALIGNED_SIZE as usize;
-        let plan = file.plan(&[1, 3, s, s])?;
-        plan.expect_outputs(&[vec![1, EMBEDDING_DIM]], "128-d face embedder")?;
         let id = EmbedderId { name: EMBEDDER_NAME.to_owned(), sha256: file.sha256().to_owned() };
+        let plan = file.into_plan(&[1, 3, s, s])?;
+        plan.expect_outputs(&[vec![1, EMBEDDING_DIM]], "128-d face embedder")?;
         Ok(Self { plan, id })
     }
 
