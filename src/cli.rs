@@ -50,6 +50,10 @@ pub enum Command {
         /// file at the end (for benchmarks).
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Write every frame's detections (boxes, scores, whether embedded, windows searched) as
+        /// JSON lines to this file (for benchmarks against a ground truth).
+        #[arg(long)]
+        detections: Option<PathBuf>,
     },
     /// Show a running (or finished) farsight's counters from its status file.
     Status {
@@ -127,6 +131,16 @@ pub enum Command {
         image: Option<PathBuf>,
         #[arg(long, default_value_t = 30)]
         iterations: usize,
+        /// Time single model files instead: a JSON list of {name, model, shape, input, expect}
+        /// (what `scripts/bench/models.py` writes to compare tract with onnxruntime).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// With --models: write the timings as JSON to this file.
+        #[arg(long, requires = "models")]
+        json: Option<PathBuf>,
+        /// With --models: also time every node of each plan (tract's operators, slowest first).
+        #[arg(long, requires = "models")]
+        profile: bool,
     },
     /// Write farsight-aligned 112x112 faces of an LFW-layout dataset as PNG (training data for
     /// the restoration model); identities of the excluded folds are never written.

@@ -22,9 +22,9 @@ pub fn run(cli: Cli) -> Result<()> {
         return Ok(());
     };
     match command {
-        Command::Run { source, gallery, live, summary } => {
+        Command::Run { source, gallery, live, summary, detections } => {
             let overrides = crate::live::Overrides { sources: source, gallery, live };
-            crate::live::run(config, cli.config.as_deref(), overrides, summary.as_deref())
+            crate::live::run(config, cli.config.as_deref(), overrides, summary.as_deref(), detections.as_deref())
         }
         Command::Status { file } => crate::live::status(&config, file),
         Command::Enroll { gallery, name, largest, create_dir, images } => {
@@ -49,7 +49,10 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             evaluate(&config, &opts, json.as_deref(), roc.as_deref())
         }
-        Command::Bench { image, iterations } => bench(&config, image, iterations),
+        Command::Bench { iterations, models: Some(manifest), json, profile, .. } => {
+            bench_models(&manifest, iterations, json.as_deref(), profile)
+        }
+        Command::Bench { image, iterations, .. } => bench(&config, image, iterations),
         Command::ExportAligned { dataset, pairs, exclude_folds, out } => {
             let rec = load_recognizer(&config)?;
             let excluded = eval::parse_folds(&exclude_folds)?;
@@ -322,6 +325,20 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
         "reference workload (192^3 f32 matmul) median {:.2} ms; end to end {:.2} images/s; {} iterations",
         report.reference_median_ms, report.end_to_end_images_per_s, report.iterations
     );
+    Ok(())
+}
+
+/// `farsight bench --models`: times each model file of the manifest on its input tensor.
+fn bench_models(manifest: &Path, iterations: usize, json: Option<&Path>, profile: bool) -> Result<()> {
+    let text = std::fs::read(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let cases: Vec<farsight::bench::ModelCase> = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a model bench manifest", manifest.display()))?;
+    let rows = farsight::bench::models(&cases, iterations, profile)?;
+    print!("{}", farsight::bench::format_models(&rows));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -138,7 +138,45 @@ impl Detector {
         }
         let (iw, ih) = self.input_size(fw, fh);
         // Scale exactly as planned and pad up to the stride multiple (no needless resampling).
-        let lb = Letterbox::with_scale(fw, fh, self.scale_for(fw, fh), iw, ih);
+        self.detect_scaled(frame, self.scale_for(fw, fh), iw, ih)
+    }
+
+    /// Detects faces inside `region` of `frame` (clamped to the frame), the region magnified by
+    /// `scale` and placed in a `tile` x `tile` input (a multiple of 32; one plan per tile size).
+    /// Faces come back in frame coordinates. This is how the streaming pipeline looks at small
+    /// regions at native resolution (or magnified), never shrinking a 16 px face to 5 px.
+    pub fn detect_region(
+        &self,
+        frame: &RgbImage,
+        region: Rect,
+        scale: f32,
+        tile: u32,
+    ) -> Result<Vec<Face>, DetectError> {
+        let (fw, fh) = frame.dimensions();
+        let x0 = (region.x.max(0.0).floor() as u32).min(fw);
+        let y0 = (region.y.max(0.0).floor() as u32).min(fh);
+        let x1 = ((region.x + region.w).ceil().max(0.0) as u32).min(fw);
+        let y1 = ((region.y + region.h).ceil().max(0.0) as u32).min(fh);
+        if x1 <= x0 || y1 <= y0 {
+            return Ok(Vec::new());
+        }
+        let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
+        let mut faces = self.detect_scaled(&crop, scale, tile, tile)?;
+        for f in &mut faces {
+            f.rect.x += x0 as f32;
+            f.rect.y += y0 as f32;
+            for p in &mut f.landmarks {
+                p.x += x0 as f32;
+                p.y += y0 as f32;
+            }
+        }
+        Ok(faces)
+    }
+
+    /// Runs the detector on `frame` scaled by `scale` and centred in an `iw` x `ih` input.
+    fn detect_scaled(&self, frame: &RgbImage, scale: f32, iw: u32, ih: u32) -> Result<Vec<Face>, DetectError> {
+        let (fw, fh) = frame.dimensions();
+        let lb = Letterbox::with_scale(fw, fh, scale, iw, ih);
         let input = self.preprocess(frame, &lb, iw, ih);
         let plan = self.plan_for(iw, ih)?;
         let outputs = plan.run(input)?;

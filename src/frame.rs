@@ -22,6 +22,8 @@ pub struct Frame {
     pub ts: Duration,
     /// 8-bit RGB pixels, tightly packed (any stride was removed by the source).
     pub image: RgbImage,
+    /// Where the camera's motion stage saw movement, and whether the whole frame is to be scanned.
+    pub motion: crate::motion::MotionOutcome,
 }
 
 /// Milliseconds since the Unix epoch (0 for a clock set before 1970).

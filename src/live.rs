@@ -43,7 +43,13 @@ impl Overrides {
     }
 }
 
-pub fn run(mut config: Config, config_path: Option<&Path>, overrides: Overrides, summary: Option<&Path>) -> Result<()> {
+pub fn run(
+    mut config: Config,
+    config_path: Option<&Path>,
+    overrides: Overrides,
+    summary: Option<&Path>,
+    detections: Option<&Path>,
+) -> Result<()> {
     overrides.apply(&mut config);
     demo_cameras(&mut config, config_path.is_some())?;
     if overrides.live {
@@ -98,6 +104,8 @@ pub fn run(mut config: Config, config_path: Option<&Path>, overrides: Overrides,
         gallery: config.gallery.clone(),
         status_interval: Duration::from_secs_f32(config.pipeline.status_interval_s),
         status_file: Some(daemon::status_path(&config)),
+        scene: config.scene.clone(),
+        detections: detections.map(Path::to_owned),
     };
     log::info!("{} camera(s), {workers} recognition worker(s)", config.cameras.len());
     let result = pipeline::run(
@@ -124,6 +132,9 @@ pub fn run(mut config: Config, config_path: Option<&Path>, overrides: Overrides,
             "frames_recognized": frames,
             "fps": frames as f64 / summary_report.wall.as_secs_f64().max(1e-9),
             "events": summary_report.events,
+            "cpu_s": summary_report.cpu.as_secs_f64(),
+            "cpu_ms_per_frame": summary_report.cpu.as_secs_f64() * 1000.0
+                / summary_report.stages.iter().find(|s| s.name.starts_with("camera-")).map_or(1, |s| s.input.max(1)) as f64,
             "peak_rss_kib": summary_report.peak_rss_kib,
             "cameras": summary_report.cameras.iter().map(|(n, e)| (n.clone(), format!("{e:?}"))).collect::<Vec<_>>(),
             "stages": summary_report.stages,

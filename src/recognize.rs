@@ -36,6 +36,18 @@ pub struct Observation {
     pub embedding: Embedding,
 }
 
+/// A detected face aligned at its native size: enough to judge its quality, before the costly
+/// restoration and embedding ([`Recognizer::finish`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub face: Face,
+    pub alignment: Alignment,
+    /// Frame pixels spanned by the aligned crop.
+    pub aligned_px: f32,
+    /// The aligned face at its native size (at most 112 x 112).
+    pub native: RgbImage,
+}
+
 /// The loaded models and the restoration policy.
 pub struct Recognizer {
     detector: Detector,
@@ -140,6 +152,29 @@ impl Recognizer {
         let (aligned, restorer) = self.aligned_face(frame, &alignment, restorer.as_ref())?;
         let embedding = self.embedder.embed(&aligned)?;
         Ok((Observation { face: *face, aligned_px, restorer, embedding }, aligned))
+    }
+
+    /// Aligns a detected face at its native size (cheap: no restoration, no model).
+    pub fn prepare(&self, frame: &RgbImage, face: &Face) -> Result<Prepared, RecognizeError> {
+        let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
+        let aligned_px = alignment.native_size();
+        let n = (aligned_px.round() as u32).clamp(2, ALIGNED_SIZE);
+        let native = alignment.warp(frame, n).ok_or(RecognizeError::Degenerate)?;
+        Ok(Prepared { face: *face, alignment, aligned_px, native })
+    }
+
+    /// Restores (when small) and embeds a prepared face: the observation and the 112x112 face the
+    /// embedder saw. `frame` is the frame it was prepared from (a face of 112 px or more is
+    /// warped from it straight to 112).
+    pub fn finish(&self, frame: &RgbImage, p: &Prepared) -> Result<(Observation, RgbImage), RecognizeError> {
+        let (aligned, restorer) = if p.aligned_px >= ALIGNED_SIZE as f32 {
+            (p.alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?, None)
+        } else {
+            let restorer = if p.aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
+            (restorer.restore(&p.native)?, Some(restorer.name().to_owned()))
+        };
+        let embedding = self.embedder.embed(&aligned)?;
+        Ok((Observation { face: p.face, aligned_px: p.aligned_px, restorer, embedding }, aligned))
     }
 
     /// The 112x112 face the embedder sees: warped straight to 112 when the face is at least

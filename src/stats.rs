@@ -120,6 +120,17 @@ fn quantile(counts: &[u64], q: f64) -> Option<f64> {
 }
 
 /// Peak resident set size of this process in KiB (`VmHWM`), where the OS reports it.
+/// CPU time (user + system) this process has used so far, from `getrusage`.
+pub fn cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given; RUSAGE_SELF is always valid.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -10,11 +10,13 @@
 
 use crate::config::TrackConfig;
 use crate::detect::Face;
+use crate::embed::Embedding;
 use crate::embed::{cosine, normalize};
 use crate::event::{BestShot, Phase, TrackDecision, TrackEvent, UNKNOWN};
 use crate::frame::unix_ms;
 use crate::gallery::{Candidate, Snapshot};
 use crate::recognize::Observation;
+use crate::scene::TrackHint;
 use image::{GrayImage, RgbImage};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,11 +28,32 @@ pub const MAX_BEST_SHOTS: usize = 8;
 /// One face of one frame, ready for tracking.
 #[derive(Debug, Clone)]
 pub struct Sighting {
-    pub observation: Observation,
+    pub face: Face,
+    /// Frame pixels spanned by the aligned crop.
+    pub aligned_px: f32,
+    /// The restorer's name when the face was restored before embedding.
+    pub restorer: Option<String>,
+    /// `None` when the worker did not embed this face: its track already holds better shots (it
+    /// still moves the track along and counts as seen).
+    pub embedding: Option<Embedding>,
     /// See [`quality`].
     pub quality: f32,
-    /// The aligned 112x112 face, kept only when crops are saved.
+    /// The aligned 112x112 face, kept only when crops are saved (and the face was embedded).
     pub crop: Option<RgbImage>,
+}
+
+impl Sighting {
+    /// An embedded face (as `identify` and the tests make them).
+    pub fn embedded(observation: Observation, quality: f32, crop: Option<RgbImage>) -> Self {
+        Self {
+            face: observation.face,
+            aligned_px: observation.aligned_px,
+            restorer: observation.restorer,
+            embedding: Some(observation.embedding),
+            quality,
+            crop,
+        }
+    }
 }
 
 /// When and where a frame was taken.
@@ -100,7 +123,10 @@ fn laplacian_variance(g: &GrayImage) -> f32 {
 struct Shot {
     quality: f32,
     frame: u64,
-    observation: Observation,
+    face: Face,
+    aligned_px: f32,
+    restorer: Option<String>,
+    embedding: Embedding,
     crop: Option<RgbImage>,
 }
 
@@ -111,30 +137,73 @@ struct Track {
     last: FrameStamp,
     last_face: Face,
     frames_seen: u32,
-    /// Best first, at most `best_shots`.
+    /// Motion of the box centre, frame pixels per second (smoothed).
+    velocity: (f32, f32),
+    /// Best first, at most `best_shots`. Empty until an embedded sighting arrives.
     shots: heapless::Vec<Shot, MAX_BEST_SHOTS>,
     fused: Vec<f32>,
+    /// Embedded sightings so far, and the frame of the last one.
+    embeds: u32,
+    last_embedded: u64,
     /// The decision last announced by an update event.
     announced: Option<(TrackDecision, String)>,
 }
 
 impl Track {
-    fn new(id: u64, stamp: FrameStamp, s: Sighting) -> Self {
-        let fused = s.observation.embedding.clone();
-        let last_face = s.observation.face;
-        let mut shots = heapless::Vec::new();
-        // Capacity is at least 1, so the first shot always fits.
-        let _ = shots.push(Shot { quality: s.quality, frame: stamp.seq, observation: s.observation, crop: s.crop });
-        Self { id, first: stamp, last: stamp, last_face, frames_seen: 1, shots, fused, announced: None }
+    fn new(id: u64, stamp: FrameStamp, s: Sighting, keep: usize) -> Self {
+        let mut t = Self {
+            id,
+            first: stamp,
+            last: stamp,
+            last_face: s.face,
+            frames_seen: 0,
+            velocity: (0.0, 0.0),
+            shots: heapless::Vec::new(),
+            fused: Vec::new(),
+            embeds: 0,
+            last_embedded: stamp.seq,
+            announced: None,
+        };
+        t.add(stamp, s, keep);
+        t
+    }
+
+    /// The box predicted at stream time `ts` (constant velocity, at most 2 s ahead).
+    fn predicted(&self, ts: Duration) -> crate::geometry::Rect {
+        let dt = ts.saturating_sub(self.last.ts).as_secs_f32().min(2.0);
+        let r = self.last_face.rect;
+        crate::geometry::Rect { x: r.x + self.velocity.0 * dt, y: r.y + self.velocity.1 * dt, ..r }
     }
 
     fn add(&mut self, stamp: FrameStamp, s: Sighting, keep: usize) {
+        if stamp.ts > self.last.ts && self.frames_seen > 0 {
+            let dt = (stamp.ts - self.last.ts).as_secs_f32();
+            let (a, b) = (self.last_face.rect, s.face.rect);
+            let (vx, vy) = ((b.x + b.w / 2.0 - a.x - a.w / 2.0) / dt, (b.y + b.h / 2.0 - a.y - a.h / 2.0) / dt);
+            // Smoothed; a jump of more than ten face widths a second is an association, not motion.
+            let limit = 10.0 * b.w.max(8.0);
+            self.velocity = (
+                0.5 * self.velocity.0 + 0.5 * vx.clamp(-limit, limit),
+                0.5 * self.velocity.1 + 0.5 * vy.clamp(-limit, limit),
+            );
+        }
         if stamp.ts >= self.last.ts {
             self.last = stamp;
-            self.last_face = s.observation.face;
+            self.last_face = s.face;
         }
         self.frames_seen += 1;
-        let shot = Shot { quality: s.quality, frame: stamp.seq, observation: s.observation, crop: s.crop };
+        let Some(embedding) = s.embedding else { return };
+        self.embeds += 1;
+        self.last_embedded = self.last_embedded.max(stamp.seq);
+        let shot = Shot {
+            quality: s.quality,
+            frame: stamp.seq,
+            face: s.face,
+            aligned_px: s.aligned_px,
+            restorer: s.restorer,
+            embedding,
+            crop: s.crop,
+        };
         let at = self.shots.iter().position(|x| shot.quality > x.quality).unwrap_or(self.shots.len());
         if at < keep {
             if self.shots.len() >= keep {
@@ -146,13 +215,28 @@ impl Track {
         }
     }
 
+    /// What the workers need to know of this track.
+    fn hint(&self, keep: usize) -> TrackHint {
+        TrackHint {
+            id: self.id,
+            rect: self.last_face.rect,
+            ts: self.last.ts,
+            velocity: self.velocity,
+            shots: self.shots.len(),
+            capacity: keep,
+            worst_quality: self.shots.last().map_or(0.0, |s| s.quality),
+            embeds: self.embeds,
+            last_embedded: self.last_embedded,
+        }
+    }
+
     /// Quality-weighted mean of the best shots' embeddings, re-normalised.
     fn fuse(&mut self) {
-        let dim = self.shots.first().map_or(0, |s| s.observation.embedding.len());
+        let dim = self.shots.first().map_or(0, |s| s.embedding.len());
         let mut acc = vec![0.0f32; dim];
         for s in &self.shots {
             let w = s.quality.max(1e-3);
-            for (a, v) in acc.iter_mut().zip(&s.observation.embedding) {
+            for (a, v) in acc.iter_mut().zip(&s.embedding) {
                 *a += w * v;
             }
         }
@@ -165,7 +249,6 @@ impl Track {
     fn event(&self, camera: &str, matcher: &Matcher, phase: Phase) -> Option<TrackEvent> {
         let best = self.shots.first()?;
         let (decision, identity, score, candidates) = matcher.decide(&self.fused);
-        let o = &best.observation;
         Some(TrackEvent {
             event: decision,
             phase,
@@ -177,12 +260,12 @@ impl Track {
             candidates,
             best_shot: BestShot {
                 frame: best.frame,
-                rect: o.face.rect,
-                face_px: o.face.rect.w,
-                aligned_px: o.aligned_px,
-                restored: o.restorer.is_some(),
-                restorer: o.restorer.clone(),
-                detector_score: o.face.score,
+                rect: best.face.rect,
+                face_px: best.face.rect.w,
+                aligned_px: best.aligned_px,
+                restored: best.restorer.is_some(),
+                restorer: best.restorer.clone(),
+                detector_score: best.face.score,
                 quality: best.quality,
                 crop: None,
             },
@@ -211,16 +294,24 @@ pub struct Tracker {
     next_id: u64,
     /// Tracks closed with fewer than `min_frames` sightings (no event).
     pub discarded: u64,
+    /// Unembedded sightings that matched no open track (dropped).
+    pub unassigned: u64,
 }
 
 impl Tracker {
     pub fn new(config: TrackConfig) -> Self {
-        Self { config, cameras: HashMap::new(), next_id: 1, discarded: 0 }
+        Self { config, cameras: HashMap::new(), next_id: 1, discarded: 0, unassigned: 0 }
     }
 
     /// New settings (a reload): tracks opened from now on, and every later decision, use them.
     pub fn reconfigure(&mut self, config: TrackConfig) {
         self.config = config;
+    }
+
+    /// The camera's open tracks as the workers see them (see [`crate::scene`]).
+    pub fn hints(&self, camera: &str) -> Vec<TrackHint> {
+        let keep = self.config.best_shots.clamp(1, MAX_BEST_SHOTS);
+        self.cameras.get(camera).map_or_else(Vec::new, |ts| ts.iter().map(|t| t.hint(keep)).collect())
     }
 
     /// Open tracks across all cameras.
@@ -245,17 +336,32 @@ impl Tracker {
         // Every plausible (track, sighting) pair, best first; greedy one-to-one assignment.
         let mut pairs = Vec::new();
         for (ti, t) in tracks.iter().enumerate() {
+            // Where the face should be now: a small face that moves a face width between frames
+            // would overlap its last box too little.
+            let a = t.predicted(stamp.ts);
             for (si, s) in sightings.iter().enumerate() {
-                let rect = &s.observation.face.rect;
-                let iou = t.last_face.rect.iou(rect);
-                let sim = cosine(&t.fused, &s.observation.embedding);
-                let (a, b) = (t.last_face.rect, rect);
+                let b = &s.face.rect;
+                let iou = a.iou(b);
                 let jump = ((a.x + a.w / 2.0 - b.x - b.w / 2.0).powi(2) + (a.y + a.h / 2.0 - b.y - b.h / 2.0).powi(2))
                     .sqrt()
                     / a.w.max(b.w).max(1.0);
-                let overlaps = iou >= self.config.iou_min && sim >= self.config.overlap_similarity_min;
-                if overlaps || (sim >= self.config.similarity_min && jump <= self.config.max_jump) {
-                    pairs.push((iou + sim, ti, si));
+                // An unembedded sighting (or a track with no shot yet) is followed by overlap alone.
+                let sim = match (&s.embedding, t.fused.is_empty()) {
+                    (Some(e), false) => Some(cosine(&t.fused, e)),
+                    _ => None,
+                };
+                let c = &self.config;
+                // A small face's box jitters by a quarter of its size from frame to frame: a centre
+                // within half a face width of the prediction counts as overlapping too.
+                let near = iou >= c.iou_min || jump <= 0.5;
+                let (overlaps, far) = match sim {
+                    Some(sim) => {
+                        (near && sim >= c.overlap_similarity_min, sim >= c.similarity_min && jump <= c.max_jump)
+                    }
+                    None => (near, false),
+                };
+                if overlaps || far {
+                    pairs.push((iou + sim.unwrap_or(0.0), ti, si));
                 }
             }
         }
@@ -275,8 +381,10 @@ impl Tracker {
                     tracks[ti].add(stamp, s, keep);
                     touched.push(ti);
                 }
+                // A face nobody embedded cannot open a track (it was meant for one that has moved on).
+                None if s.embedding.is_none() => self.unassigned += 1,
                 None => {
-                    tracks.push(Track::new(self.next_id, stamp, s));
+                    tracks.push(Track::new(self.next_id, stamp, s, keep));
                     self.next_id += 1;
                     touched.push(tracks.len() - 1);
                 }

@@ -104,6 +104,8 @@ def background(kind, w, h, rng_np):
 def plan_appearances(args, people, rng):
     """Per person: appearances inside its lane, entering and leaving, until the video ends."""
     frames = round(args.duration * args.fps)
+    if not people:
+        return [], frames
     lane_h = args.height / len(people)
     apps = []
     for pid, (name, imgs) in enumerate(people):
@@ -169,7 +171,12 @@ def main():
     ap.add_argument("--lfw", default=DEFAULT_LFW)
     ap.add_argument("--pairs", default=DEFAULT_PAIRS, help="lfw-pairs.txt (folds 6-10 are excluded)")
     ap.add_argument("--keep-frames", help="also keep the PNG frames in this directory")
+    ap.add_argument("--light-changes", type=int, default=0,
+                    help="this many brief changes of the scene's brightness (each 1 s, up to +-6%%), "
+                         "spread over the video: a static scene's passing cloud or auto-exposure step")
     args = ap.parse_args()
+    if args.people < 0:
+        ap.error("--people must be 0 (the background alone) or more")
     if not (0 < args.face_min <= args.face_max):
         ap.error("need 0 < --face-min <= --face-max")
     if not FACE <= args.crop <= 250:
@@ -187,6 +194,14 @@ def main():
         if key not in crops:
             crops[key] = face_crop(os.path.join(args.lfw, a["name"], a["image"]), args.crop)
     bg = background(args.background, args.width, args.height, rng_np)
+    # Brightness gain per frame: 1 except during the light changes (a 1 s triangle up to +-6%).
+    gain = [1.0] * frames
+    for k in range(args.light_changes):
+        centre = round((k + 1) * frames / (args.light_changes + 1))
+        amp = rng.choice([-1, 1]) * rng.uniform(0.02, 0.06)
+        half = max(1, args.fps // 2)
+        for fi in range(max(0, centre - half), min(frames, centre + half + 1)):
+            gain[fi] = 1.0 + amp * (1 - abs(fi - centre) / (half + 1))
 
     truth = []
     tmp = tempfile.mkdtemp(prefix="farsight-frames-")
@@ -216,6 +231,8 @@ def main():
                     "size": side, "visible": round((cx1 - cx0) * (cy1 - cy0) / (side * side), 3),
                 })
             truth.append({"frame": fi, "faces": faces})
+            if gain[fi] != 1.0:
+                frame = Image.fromarray(np.clip(np.asarray(frame, dtype=np.float32) * gain[fi], 0, 255).astype(np.uint8))
             frame.save(os.path.join(tmp, f"f{fi:05d}.png"), compress_level=1)
         out = os.path.abspath(args.out)
         os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -39,6 +39,9 @@ pub struct CameraConfig {
     /// A live source that delivers no frame for this long is closed and reopened.
     #[serde(default = "default_stall_timeout_s")]
     pub stall_timeout_s: f32,
+    /// Where the detector looks in this camera's frames (`[camera.motion]`).
+    #[serde(default)]
+    pub motion: crate::motion::MotionConfig,
     /// A `--source` path that is not UTF-8 (`url` then only shows it): read from here instead.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -78,6 +81,7 @@ impl CameraConfig {
             frame_interval_ms: default_frame_interval_ms(),
             rtsp_latency_ms: default_rtsp_latency_ms(),
             stall_timeout_s: default_stall_timeout_s(),
+            motion: Default::default(),
             path: None,
         }
     }
@@ -325,6 +329,7 @@ pub(super) fn validate_cameras(cameras: &[CameraConfig], p: &mut Vec<String>) {
         if !(c.stall_timeout_s >= 1.0 && c.stall_timeout_s <= 3600.0) {
             p.push(format!("{at}: stall_timeout_s = {} must be between 1 and 3600", c.stall_timeout_s));
         }
+        c.motion.validate(&at, p);
         if c.frame_interval_ms == 0 || c.frame_interval_ms > 3_600_000 {
             p.push(format!("{at}: frame_interval_ms = {} must be between 1 and 3600000", c.frame_interval_ms));
         }

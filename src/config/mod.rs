@@ -78,6 +78,7 @@ pub struct Config {
     pub crops: CropsConfig,
     pub images: ImageLimits,
     pub service: ServiceConfig,
+    pub scene: crate::scene::SceneConfig,
 }
 
 impl Default for Config {
@@ -96,6 +97,7 @@ impl Default for Config {
             crops: CropsConfig::default(),
             images: ImageLimits::default(),
             service: ServiceConfig::default(),
+            scene: crate::scene::SceneConfig::default(),
         }
     }
 }
@@ -225,6 +227,7 @@ impl Config {
         }
         self.images.validate(&mut p);
         self.service.validate(&mut p);
+        self.scene.validate(&mut p);
         live::validate_cameras(&self.cameras, &mut p);
         live::validate_runtime(&self.pipeline, &self.track, &self.sinks, &self.crops, &mut p);
         p

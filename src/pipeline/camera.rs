@@ -58,6 +58,14 @@ impl CameraThread {
         let mut backoff = Duration::from_secs(1);
         let mut seq = 0u64;
         let mut failed_opens = 0u32;
+        // Every captured frame passes the motion stage, in capture order (before a live camera
+        // may drop it): the background model sees the whole stream.
+        // An image folder is a series of stills, not a video: each is searched whole.
+        let mut motion_config = self.config.motion.clone();
+        if matches!(self.config.spec(), Ok(crate::source::SourceSpec::Images { .. })) {
+            motion_config.enabled = false;
+        }
+        let mut motion = crate::motion::Motion::new(motion_config);
         let end = 'session: loop {
             self.pulse.beat();
             if self.stopping() {
@@ -100,8 +108,9 @@ impl CameraThread {
                         } else {
                             pts.unwrap_or(interval * seq.min(u64::from(u32::MAX)) as u32)
                         };
-                        let frame =
-                            Frame { camera: self.name.clone(), seq, captured, wall: SystemTime::now(), ts, image };
+                        let motion = motion.update(&image, ts.as_secs_f64());
+                        let wall = SystemTime::now();
+                        let frame = Frame { camera: self.name.clone(), seq, captured, wall, ts, image, motion };
                         seq += 1;
                         if !self.enqueue(frame, live) {
                             break Err(CameraEnd::Stopped);
@@ -264,6 +273,7 @@ mod tests {
             wall: SystemTime::now(),
             ts: Duration::from_millis(seq * 40),
             image: image::RgbImage::new(2, 2),
+            motion: Default::default(),
         }
     }
 

@@ -96,7 +96,7 @@ struct TrackMsg {
 }
 
 enum TrackBody {
-    Frame { stamp: FrameStamp, captured: Instant, sightings: Vec<Sighting> },
+    Frame { stamp: FrameStamp, captured: Instant, sightings: Vec<Sighting>, search: crate::scene::SearchPlan },
     End,
 }
 
@@ -121,6 +121,11 @@ pub struct PipelineOptions {
     pub gallery: PathBuf,
     pub status_interval: Duration,
     pub status_file: Option<PathBuf>,
+    /// Where and how streaming frames are searched, and which faces are embedded.
+    pub scene: crate::scene::SceneConfig,
+    /// Write every frame's detections (one JSON line a frame) here: for benchmarks against a
+    /// ground truth.
+    pub detections: Option<PathBuf>,
 }
 
 /// What a finished run did.
@@ -130,6 +135,8 @@ pub struct RunSummary {
     pub events: u64,
     pub stages: Vec<StageSnapshot>,
     pub wall: Duration,
+    /// CPU time (all threads) the run used, from its start to its end (model loading excluded).
+    pub cpu: Duration,
     pub peak_rss_kib: Option<u64>,
 }
 
@@ -148,6 +155,8 @@ pub enum PipelineError {
     Panicked(String),
     #[error("no cameras to read")]
     NoCameras,
+    #[error("cannot write the detection trace {path}")]
+    Trace { path: PathBuf, source: std::io::Error },
 }
 
 /// Runs the pipeline until every camera has ended (files) or `stop` is set (then drains).
@@ -167,6 +176,7 @@ pub fn run(
         return Err(PipelineError::NoCameras);
     }
     let started = Instant::now();
+    let cpu_at_start = crate::stats::cpu_time();
     let workers = opts.workers.max(1);
     let names: Vec<String> = cameras
         .iter()
@@ -177,6 +187,9 @@ pub fn run(
     std::thread::scope(|scope| {
         let epoch = started;
         let recognize_stats = Arc::new(StageStats::new("recognize"));
+        // in: faces found; out: faces restored and embedded.
+        let embed_stats = Arc::new(StageStats::new("embed"));
+        let board = crate::scene::TrackBoard::default();
         let track_stats = Arc::new(StageStats::new("events"));
         let mut camera_stats = Vec::new();
         let mut named_camera_stats = Vec::new();
@@ -209,22 +222,32 @@ pub fn run(
         let n_cameras = receivers.len();
         let mut worker_threads = Vec::new();
         for i in 0..workers {
-            let (rx, tx, rec, stats) = (receivers.clone(), track_tx.clone(), &*recognizer, recognize_stats.clone());
-            let (keep_crops, pulse) = (opts.crops.enabled, Pulse::new(&heartbeats, n_cameras + i));
+            let (rx, tx, pulse) = (receivers.clone(), track_tx.clone(), Pulse::new(&heartbeats, n_cameras + i));
+            let (stats, embeds, board) = (recognize_stats.clone(), embed_stats.clone(), board.clone());
+            let (rec, keep_crops, scene) = (&*recognizer, opts.crops.enabled, &opts.scene);
             worker_threads.push(spawn(scope, &stop, &format!("recognize-{i}"), move || {
-                worker::worker(rx, tx, rec, &stats, keep_crops, pulse)
+                let cx =
+                    worker::WorkerContext { rec, stats: &stats, embeds: &embeds, keep_crops, scene, board: &board };
+                worker::worker(rx, tx, &cx, pulse)
             })?);
         }
         drop((receivers, track_tx));
 
         let mut all_stats: Vec<Arc<StageStats>> = camera_stats.clone();
         all_stats.push(recognize_stats.clone());
+        all_stats.push(embed_stats.clone());
         all_stats.push(track_stats.clone());
         all_stats.extend(extra_stats);
         let tracker_opts = opts.clone();
         let embedder = recognizer.embedder().id().clone();
         let tracker_stats = all_stats.clone();
-        let (beats, tracker_stop) = (heartbeats.clone(), stop.clone());
+        let (beats, tracker_stop, tracker_board) = (heartbeats.clone(), stop.clone(), board.clone());
+        let trace = match &opts.detections {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(path).map_err(|source| PipelineError::Trace { path: path.clone(), source })?,
+            )),
+            None => None,
+        };
         let tracker = spawn(scope, &stop, "tracker", move || {
             let mut t = tracker::TrackerThread {
                 tracker: Tracker::new(tracker_opts.track.clone()),
@@ -240,6 +263,8 @@ pub fn run(
                 heartbeats: beats,
                 supervision,
                 stop: tracker_stop,
+                board: tracker_board,
+                trace,
             };
             t.run(track_rx, &mut publish);
             t.events_sent
@@ -259,6 +284,7 @@ pub fn run(
             events,
             stages: all_stats.iter().map(|s| s.snapshot()).collect(),
             wall: started.elapsed(),
+            cpu: crate::stats::cpu_time().saturating_sub(cpu_at_start),
             peak_rss_kib: peak_rss_kib(),
         })
     })

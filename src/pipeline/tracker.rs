@@ -70,6 +70,10 @@ pub(super) struct TrackerThread {
     pub heartbeats: Arc<Heartbeats>,
     pub supervision: Supervision,
     pub stop: Arc<AtomicBool>,
+    /// Where the workers read each camera's open tracks.
+    pub board: crate::scene::TrackBoard,
+    /// One JSON line per tracked frame (`run --detections`).
+    pub trace: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl TrackerThread {
@@ -97,6 +101,9 @@ impl TrackerThread {
             let live: Vec<Arc<str>> = self.live.iter().filter(|(_, &l)| l).map(|(c, _)| c.clone()).collect();
             for camera in live {
                 let emitted = self.tracker.expire(&camera, now, &matcher);
+                if !emitted.is_empty() {
+                    self.board.publish(&camera, self.tracker.hints(&camera));
+                }
                 self.send(emitted, Instant::now(), publish);
             }
             if last_status.elapsed() >= self.opts.status_interval {
@@ -119,6 +126,11 @@ impl TrackerThread {
         let emitted = self.tracker.close_all(&matcher);
         self.send(emitted, Instant::now(), publish);
         self.report();
+        if let Some(trace) = self.trace.as_mut() {
+            if let Err(e) = std::io::Write::flush(trace) {
+                log::warn!("detection trace: {e}");
+            }
+        }
     }
 
     fn matcher(&mut self) -> Matcher {
@@ -182,15 +194,45 @@ impl TrackerThread {
 
     fn track(&mut self, camera: &Arc<str>, body: TrackBody, matcher: &Matcher, publish: &mut impl FnMut(TrackEvent)) {
         match body {
-            TrackBody::Frame { stamp, captured, sightings } => {
+            TrackBody::Frame { stamp, captured, sightings, search } => {
                 self.events.count_in();
+                self.write_trace(camera, &stamp, &sightings, &search);
                 let emitted = self.tracker.update(camera, stamp, sightings, matcher);
+                self.board.publish(camera, self.tracker.hints(camera));
                 self.send(emitted, captured, publish);
             }
             TrackBody::End => {
                 let emitted = self.tracker.end_camera(camera, matcher);
                 self.send(emitted, Instant::now(), publish);
             }
+        }
+    }
+
+    fn write_trace(
+        &mut self,
+        camera: &str,
+        stamp: &crate::track::FrameStamp,
+        sightings: &[crate::track::Sighting],
+        search: &crate::scene::SearchPlan,
+    ) {
+        let Some(trace) = self.trace.as_mut() else { return };
+        let faces: Vec<serde_json::Value> = sightings
+            .iter()
+            .map(|s| {
+                let r = s.face.rect;
+                serde_json::json!({"box": [r.x, r.y, r.w, r.h], "score": s.face.score, "embedded": s.embedding.is_some()})
+            })
+            .collect();
+        let line = serde_json::json!({
+            "camera": camera, "seq": stamp.seq, "ts": stamp.ts.as_secs_f64(), "faces": faces,
+            "windows": search.windows, "pixels": search.pixels, "full_scan": search.full_scan,
+        });
+        if let Err(e) = serde_json::to_writer(&mut *trace, &line)
+            .map_err(std::io::Error::other)
+            .and_then(|_| std::io::Write::write_all(trace, b"\n"))
+        {
+            log::warn!("detection trace: {e}; no longer written");
+            self.trace = None;
         }
     }
 

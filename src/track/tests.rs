@@ -28,11 +28,11 @@ fn sighting(x: f32, axis: usize, mix: f32, quality: f32) -> Sighting {
         score: 0.9,
         landmarks: [p(12.0, 20.0), p(28.0, 20.0), p(20.0, 30.0), p(14.0, 40.0), p(26.0, 40.0)],
     };
-    Sighting {
-        observation: Observation { face, aligned_px: 50.0, restorer: None, embedding: unit(axis, mix) },
+    Sighting::embedded(
+        Observation { face, aligned_px: 50.0, restorer: None, embedding: unit(axis, mix) },
         quality,
-        crop: None,
-    }
+        None,
+    )
 }
 
 fn stamp(seq: u64) -> FrameStamp {
@@ -214,7 +214,7 @@ fn a_changed_decision_is_an_update_and_the_final_event_says_the_last() {
 #[test]
 fn quality_prefers_large_sharp_frontal_faces() {
     let s = sighting(0.0, 0, 0.0, 0.0);
-    let face = s.observation.face;
+    let face = s.face;
     let sharp =
         RgbImage::from_fn(
             112,
@@ -229,4 +229,36 @@ fn quality_prefers_large_sharp_frontal_faces() {
     turned.landmarks[2].x += 10.0;
     assert!(big_sharp > quality(&turned, 112.0, &sharp));
     assert!((0.0..=1.0).contains(&big_sharp));
+}
+
+#[test]
+fn unembedded_sightings_follow_a_track_by_its_predicted_box_and_never_open_one() {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    let mut t = Tracker::new(config());
+    // A small face moving 8 px a frame (more than a third of its width): followed by prediction.
+    let small = |x: f32, embedded: bool| {
+        let mut s = sighting(x, 0, 0.1, 0.5);
+        s.face.rect.w = 16.0;
+        s.face.rect.h = 20.0;
+        if !embedded {
+            s.embedding = None;
+        }
+        s
+    };
+    t.update(&cam, stamp(0), vec![small(100.0, true)], &m);
+    t.update(&cam, stamp(1), vec![small(108.0, true)], &m);
+    for seq in 2..20 {
+        t.update(&cam, stamp(seq), vec![small(100.0 + 8.0 * seq as f32, false)], &m);
+    }
+    assert_eq!(t.open_tracks(), 1, "one track for the whole walk");
+    let hints = t.hints(&cam);
+    assert!((hints[0].velocity.0 - 80.0).abs() < 5.0, "about 80 px/s: {hints:?}");
+    assert_eq!(hints[0].embeds, 2);
+    // An unembedded face far from every track is dropped, not a new track.
+    t.update(&cam, stamp(20), vec![small(900.0, false)], &m);
+    assert_eq!((t.open_tracks(), t.unassigned), (1, 1));
+    let events = t.close_all(&m);
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].event.frames_seen, events[0].event.frames_used), (20, 2));
 }

@@ -113,7 +113,11 @@ fn a_ten_thousand_character_name_is_not_echoed_in_full() {
     let img = lfw_image("Tony_Blair", 1);
     let out = farsight(&["enroll", "--gallery", g.to_str().unwrap(), "--name", &name, img.to_str().unwrap()]);
     let err = stderr(&out);
-    assert!(!out.status.success() && err.len() < 400 && err.contains("10000 characters"), "{} bytes: {err:.300}", err.len());
+    assert!(
+        !out.status.success() && err.len() < 400 && err.contains("10000 characters"),
+        "{} bytes: {err:.300}",
+        err.len()
+    );
 }
 
 #[test]
@@ -210,7 +214,8 @@ fn a_config_with_no_cameras_refuses_to_start_instead_of_running_the_demo() {
 #[test]
 fn a_camera_url_password_is_never_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "version = 1\n[[camera]]\nname = \"door\"\nurl = \"http://admin:hunter2@10.0.0.5/s\"\n");
+    let cfg =
+        config(dir.path(), "version = 1\n[[camera]]\nname = \"door\"\nurl = \"http://admin:hunter2@10.0.0.5/s\"\n");
     let (good, err) = validate(&cfg);
     assert!(!good && err.contains("admin:***@") && !err.contains("hunter2"), "{err}");
     let out = farsight(&["run", "--source", "rtmp://admin:hunter2@10.0.0.5/live"]);
@@ -220,7 +225,8 @@ fn a_camera_url_password_is_never_printed() {
 #[test]
 fn range_errors_name_their_line_and_binary_configs_their_position() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "version = 1\n\n[detector]\nkind = \"centerface\"\nmax_side = 20\n[match]\ntop_k = 0\n");
+    let cfg =
+        config(dir.path(), "version = 1\n\n[detector]\nkind = \"centerface\"\nmax_side = 20\n[match]\ntop_k = 0\n");
     let (good, err) = validate(&cfg);
     assert!(!good && err.contains("line 5: detector.max_side") && err.contains("line 7: match.top_k"), "{err}");
     let bin = dir.path().join("bin.toml");
@@ -241,7 +247,11 @@ fn run_on_an_unreadable_image_fails_instead_of_exiting_0_with_no_frames() {
     let g = dir.path().join("g.db");
     let out = farsight(&["run", "--gallery", g.to_str().unwrap(), "--source", zero.to_str().unwrap()]);
     assert!(!out.status.success(), "exit 0 with 0 frames");
-    assert!(stderr(&out).contains("zero.jpg is empty") && stderr(&out).contains("no frame could be read"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("zero.jpg is empty") && stderr(&out).contains("no frame could be read"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[cfg(unix)]

@@ -1,0 +1,378 @@
+//! Where the detector looks in a streaming frame, and which faces are worth an embedding.
+//!
+//! Windows come from three places: live tracks (a window around each track's predicted box,
+//! magnified when its face is small, so a 12-16 px face is re-detected at 24-32 px), the motion
+//! stage's regions (new movement not yet covered by a track at once, all of them every
+//! `scan_motion_every` frames), and full scans (the whole frame, tiled) when the motion stage asks.
+//! Every window is cut from the frame at native resolution and placed in a square tile of one of
+//! [`TILES`] sizes, so the detector has a handful of plans whatever the cameras' resolutions.
+//!
+//! Embedding: the tracker publishes each open track's state on a [`TrackBoard`]; a worker embeds
+//! a face only when it starts a track, when its track has room for more best shots, when it beats
+//! the track's worst kept shot, or when the track has not been checked for `recheck_frames`
+//! (a different person stepping into the same place), within a per-track budget.
+
+use crate::detect::{nms, DetectError, Detector, Face};
+use crate::geometry::Rect;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Tile sizes the detector runs at (square, multiples of 32): one plan each.
+pub const TILES: [u32; 6] = [96, 128, 192, 256, 384, 640];
+
+/// Overlap between neighbouring tiles of a large window: more than the largest face a tile of
+/// the largest size has to find whole.
+const OVERLAP: f32 = 128.0;
+
+/// `[scene]`: how streaming frames are searched and which faces are embedded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SceneConfig {
+    /// A live track's window is its predicted face box grown to this many face widths.
+    pub track_window: f32,
+    /// Track windows whose face is narrower than this (frame pixels) are magnified 2x before
+    /// detection (CenterFace finds 31% of 12 px faces, all of 24 px ones).
+    pub upscale_below_px: f32,
+    /// Motion regions already covered by track windows are searched every this many frames
+    /// (new movement outside every window is searched at once).
+    pub scan_motion_every: u32,
+    /// A track that has not been embedded for this many frames is embedded again (is it still
+    /// the same person?), even without a better shot.
+    pub recheck_frames: u64,
+    /// The most embeddings one track may cause.
+    pub max_embeds_per_track: u32,
+    /// A face is a better shot when its quality beats the track's worst kept shot by this
+    /// fraction (quality jitters a few percent from frame to frame).
+    pub min_gain: f32,
+    /// Motion regions no larger than this (frame pixels, longer side) are magnified 2x before
+    /// detection: a small moving region is a far person whose face may be 12-16 px.
+    pub magnify_motion_below_px: f32,
+}
+
+impl Default for SceneConfig {
+    fn default() -> Self {
+        Self {
+            track_window: 2.5,
+            upscale_below_px: 24.0,
+            scan_motion_every: 5,
+            recheck_frames: 50,
+            max_embeds_per_track: 24,
+            min_gain: 0.15,
+            magnify_motion_below_px: 160.0,
+        }
+    }
+}
+
+impl SceneConfig {
+    pub fn validate(&self, p: &mut Vec<String>) {
+        if !(self.track_window >= 1.5 && self.track_window <= 20.0) {
+            p.push(format!("scene.track_window = {} must be between 1.5 and 20 face widths", self.track_window));
+        }
+        if !(self.upscale_below_px >= 0.0 && self.upscale_below_px <= 200.0) {
+            p.push(format!("scene.upscale_below_px = {} must be between 0 and 200", self.upscale_below_px));
+        }
+        if !(1..=1000).contains(&self.scan_motion_every) {
+            p.push(format!("scene.scan_motion_every = {} must be between 1 and 1000", self.scan_motion_every));
+        }
+        if !(1..=100_000).contains(&self.recheck_frames) {
+            p.push(format!("scene.recheck_frames = {} must be between 1 and 100000", self.recheck_frames));
+        }
+        if !(self.magnify_motion_below_px >= 0.0 && self.magnify_motion_below_px <= 1000.0) {
+            p.push(format!(
+                "scene.magnify_motion_below_px = {} must be between 0 and 1000",
+                self.magnify_motion_below_px
+            ));
+        }
+        if !(self.min_gain >= 0.0 && self.min_gain <= 10.0) {
+            p.push(format!("scene.min_gain = {} must be between 0 and 10", self.min_gain));
+        }
+        if !(1..=10_000).contains(&self.max_embeds_per_track) {
+            p.push(format!("scene.max_embeds_per_track = {} must be between 1 and 10000", self.max_embeds_per_track));
+        }
+    }
+}
+
+/// An open track as the workers see it (published by the tracker after every frame).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackHint {
+    pub id: u64,
+    /// The last box the face was seen in, at stream time `ts`.
+    pub rect: Rect,
+    pub ts: Duration,
+    /// Estimated motion of the box centre, frame pixels per second.
+    pub velocity: (f32, f32),
+    /// Best shots kept, the most the track keeps, and the worst kept one's quality.
+    pub shots: usize,
+    pub capacity: usize,
+    pub worst_quality: f32,
+    /// Embeddings made for this track so far, and the frame of the last one.
+    pub embeds: u32,
+    pub last_embedded: u64,
+}
+
+impl TrackHint {
+    /// The box predicted at stream time `ts` (constant velocity, at most 2 s ahead).
+    pub fn predicted(&self, ts: Duration) -> Rect {
+        let dt = ts.saturating_sub(self.ts).as_secs_f32().min(2.0);
+        Rect { x: self.rect.x + self.velocity.0 * dt, y: self.rect.y + self.velocity.1 * dt, ..self.rect }
+    }
+}
+
+/// Each camera's open tracks, written by the tracker thread and read by the workers.
+#[derive(Debug, Clone, Default)]
+pub struct TrackBoard(Arc<RwLock<HashMap<Arc<str>, Vec<TrackHint>>>>);
+
+impl TrackBoard {
+    pub fn publish(&self, camera: &Arc<str>, hints: Vec<TrackHint>) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(camera.clone(), hints);
+    }
+
+    pub fn hints(&self, camera: &str) -> Vec<TrackHint> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(camera).cloned().unwrap_or_default()
+    }
+}
+
+/// A part of the frame to run the detector on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// Frame pixels.
+    pub rect: Rect,
+    /// Magnification before detection (1 or 2).
+    pub scale: f32,
+}
+
+/// Why a frame is searched where it is (for counters and the detection trace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SearchPlan {
+    pub windows: usize,
+    /// Detector input pixels, all tiles together.
+    pub pixels: u64,
+    pub full_scan: bool,
+}
+
+/// The windows to search in a `w` x `h` frame (`seq`, stream time `ts`), given the motion stage's
+/// outcome and the camera's live tracks.
+pub fn plan(
+    (w, h): (u32, u32),
+    seq: u64,
+    ts: Duration,
+    motion: &crate::motion::MotionOutcome,
+    hints: &[TrackHint],
+    config: &SceneConfig,
+) -> Vec<Window> {
+    let frame = Rect { x: 0.0, y: 0.0, w: w as f32, h: h as f32 };
+    if motion.scan {
+        return vec![Window { rect: frame, scale: 1.0 }];
+    }
+    let mut windows: Vec<Window> = hints
+        .iter()
+        .map(|t| {
+            let p = t.predicted(ts);
+            // The longer the face has gone unseen, the further it may be from the prediction:
+            // past the pipeline's own lag (the board is a few frames behind the frame being
+            // searched), the window grows by a walking pace, five face widths a second.
+            let unseen = (ts.saturating_sub(t.ts).as_secs_f32() - 0.3).clamp(0.0, 2.0);
+            let face = p.w.max(p.h).max(8.0);
+            let side = face * config.track_window + 2.0 * 5.0 * face * unseen;
+            let (cx, cy) = (p.x + p.w / 2.0, p.y + p.h / 2.0);
+            let rect = clamp(Rect { x: cx - side / 2.0, y: cy - side / 2.0, w: side, h: side }, &frame);
+            let scale = if p.w < config.upscale_below_px { 2.0 } else { 1.0 };
+            Window { rect, scale }
+        })
+        .collect();
+    let all_motion = seq.is_multiple_of(u64::from(config.scan_motion_every.max(1)));
+    for r in &motion.regions {
+        let covered = windows.iter().any(|wd| contains(&wd.rect, r, 0.8));
+        if all_motion || !covered {
+            // A small moving region is a small (far) person: magnified, a 12 px face is found.
+            let scale = if r.w.max(r.h) <= config.magnify_motion_below_px { 2.0 } else { 1.0 };
+            windows.push(Window { rect: clamp(*r, &frame), scale });
+        }
+    }
+    merge(windows)
+}
+
+fn clamp(r: Rect, frame: &Rect) -> Rect {
+    let x0 = r.x.max(frame.x);
+    let y0 = r.y.max(frame.y);
+    Rect::from_corners(x0, y0, (r.x + r.w).min(frame.x + frame.w), (r.y + r.h).min(frame.y + frame.h))
+}
+
+/// Whether `outer` holds at least `fraction` of `inner`'s area.
+fn contains(outer: &Rect, inner: &Rect, fraction: f32) -> bool {
+    let x1 = outer.x.max(inner.x);
+    let y1 = outer.y.max(inner.y);
+    let x2 = (outer.x + outer.w).min(inner.x + inner.w);
+    let y2 = (outer.y + outer.h).min(inner.y + inner.h);
+    let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+    inter >= fraction * inner.area()
+}
+
+/// Joins windows of the same scale that overlap when their union costs little more than the
+/// two apart (and still fits the largest tile).
+fn merge(mut windows: Vec<Window>) -> Vec<Window> {
+    let largest = TILES[TILES.len() - 1] as f32;
+    loop {
+        let mut joined = None;
+        'search: for i in 0..windows.len() {
+            for j in i + 1..windows.len() {
+                let (a, b) = (windows[i], windows[j]);
+                if a.scale != b.scale {
+                    continue;
+                }
+                let u = Rect::from_corners(
+                    a.rect.x.min(b.rect.x),
+                    a.rect.y.min(b.rect.y),
+                    (a.rect.x + a.rect.w).max(b.rect.x + b.rect.w),
+                    (a.rect.y + a.rect.h).max(b.rect.y + b.rect.h),
+                );
+                let fits = u.w.max(u.h) * a.scale <= largest;
+                let overlap = a.rect.iou(&b.rect) > 0.0;
+                if fits && overlap && u.area() <= 1.3 * (a.rect.area() + b.rect.area()) {
+                    joined = Some((i, j, Window { rect: u, scale: a.scale }));
+                    break 'search;
+                }
+            }
+        }
+        match joined {
+            Some((i, j, w)) => {
+                windows.swap_remove(j);
+                windows[i] = w;
+            }
+            None => return windows,
+        }
+    }
+}
+
+/// Splits a window into the detector's square tiles: the smallest tile that holds it, or tiles of
+/// the largest size overlapping by [`OVERLAP`] when it is bigger.
+pub fn tiles(window: &Window) -> Vec<(Rect, u32)> {
+    let (sw, sh) = (window.rect.w * window.scale, window.rect.h * window.scale);
+    if let Some(&t) = TILES.iter().find(|&&t| sw.max(sh) <= t as f32) {
+        return vec![(window.rect, t)];
+    }
+    let t = TILES[TILES.len() - 1] as f32;
+    let step = (t - OVERLAP) / window.scale;
+    let side = t / window.scale;
+    let starts = |from: f32, len: f32| -> Vec<f32> {
+        if len <= side {
+            return vec![from];
+        }
+        let n = ((len - side) / step).ceil() as usize + 1;
+        (0..n).map(|i| (from + i as f32 * step).min(from + len - side)).collect()
+    };
+    let mut out = Vec::new();
+    for y in starts(window.rect.y, window.rect.h) {
+        for x in starts(window.rect.x, window.rect.w) {
+            let r = Rect { x, y, w: side.min(window.rect.w), h: side.min(window.rect.h) };
+            out.push((r, t as u32));
+        }
+    }
+    out
+}
+
+/// Runs the detector on every window of `frame` and returns the faces (frame coordinates, overlaps
+/// between windows suppressed), with what the search cost.
+pub fn detect(
+    detector: &Detector,
+    frame: &image::RgbImage,
+    windows: &[Window],
+) -> Result<(Vec<Face>, SearchPlan), DetectError> {
+    let mut faces = Vec::new();
+    let mut plan = SearchPlan { windows: windows.len(), ..Default::default() };
+    for w in windows {
+        for (rect, tile) in tiles(w) {
+            plan.pixels += u64::from(tile) * u64::from(tile);
+            faces.extend(detector.detect_region(frame, rect, w.scale, tile)?);
+        }
+    }
+    Ok((nms(faces, detector.config().nms_iou), plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::motion::MotionOutcome;
+
+    fn hint(x: f32, y: f32, side: f32) -> TrackHint {
+        TrackHint {
+            id: 1,
+            rect: Rect { x, y, w: side, h: side * 1.2 },
+            ts: Duration::ZERO,
+            velocity: (100.0, 0.0),
+            shots: 0,
+            capacity: 5,
+            worst_quality: 0.0,
+            embeds: 0,
+            last_embedded: 0,
+        }
+    }
+
+    #[test]
+    fn a_static_scene_is_not_searched_and_a_scan_covers_the_whole_frame() {
+        let c = SceneConfig::default();
+        assert!(plan((1920, 1080), 1, Duration::ZERO, &MotionOutcome::default(), &[], &c).is_empty());
+        let scan = MotionOutcome { regions: vec![], scan: true };
+        let w = plan((1920, 1080), 1, Duration::ZERO, &scan, &[], &c);
+        let t = tiles(&w[0]);
+        assert_eq!(t.len(), 8, "1920x1080 in 640 tiles overlapping by at least 128: 4 x 2 {t:?}");
+        // Every pixel is in some tile.
+        for (x, y) in [(0.0, 0.0), (1919.0, 1079.0), (960.0, 540.0), (639.0, 700.0)] {
+            assert!(t.iter().any(|(r, _)| x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + r.h), "({x}, {y})");
+        }
+    }
+
+    #[test]
+    fn a_small_tracked_face_is_searched_magnified_where_it_is_going() {
+        let c = SceneConfig::default();
+        let w = plan(
+            (1920, 1080),
+            1,
+            Duration::from_millis(300),
+            &MotionOutcome::default(),
+            &[hint(1000.0, 500.0, 14.0)],
+            &c,
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].scale, 2.0);
+        // Predicted 30 px to the right after 0.3 s at 100 px/s; window 2.5 faces wide.
+        let centre = w[0].rect.x + w[0].rect.w / 2.0;
+        assert!((centre - 1037.0).abs() < 1.0, "{w:?}");
+        assert_eq!(tiles(&w[0]), vec![(w[0].rect, 96)], "2.5 faces of 14 px, magnified 2x: the 96 tile");
+        // Unseen for longer than the pipeline's lag, the window grows at a walking pace.
+        let late = plan(
+            (1920, 1080),
+            1,
+            Duration::from_millis(800),
+            &MotionOutcome::default(),
+            &[hint(1000.0, 500.0, 14.0)],
+            &c,
+        );
+        assert!(late[0].rect.w > 2.0 * w[0].rect.w, "{late:?}");
+        // A large face is searched at native size.
+        let big = plan((1920, 1080), 1, Duration::ZERO, &MotionOutcome::default(), &[hint(100.0, 100.0, 80.0)], &c);
+        assert_eq!(big[0].scale, 1.0);
+    }
+
+    #[test]
+    fn new_motion_is_searched_at_once_and_covered_motion_on_schedule() {
+        let c = SceneConfig::default();
+        let h = [hint(1000.0, 500.0, 30.0)];
+        let inside = MotionOutcome { regions: vec![Rect { x: 1000.0, y: 500.0, w: 30.0, h: 40.0 }], scan: false };
+        assert_eq!(plan((1920, 1080), 1, Duration::ZERO, &inside, &h, &c).len(), 1, "covered by the track");
+        let elsewhere = MotionOutcome { regions: vec![Rect { x: 100.0, y: 100.0, w: 60.0, h: 200.0 }], scan: false };
+        let w = plan((1920, 1080), 1, Duration::ZERO, &elsewhere, &h, &c);
+        assert_eq!(w.len(), 2, "new movement is searched now: {w:?}");
+        let big = [hint(1000.0, 500.0, 120.0)];
+        let inside_big = MotionOutcome { regions: vec![Rect { x: 1000.0, y: 500.0, w: 200.0, h: 260.0 }], scan: false };
+        assert_eq!(
+            plan((1920, 1080), 5, Duration::ZERO, &inside_big, &big, &c).len(),
+            1,
+            "merged with its track's window"
+        );
+    }
+}
