@@ -59,7 +59,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Pair>, PairsError> {
     let [folds, per_class] = nums[..] else {
         return Err(syntax(hl + 1, format!("header {header:?} must be two numbers: folds and pairs per class")));
     };
-    let mut pairs = Vec::with_capacity(folds * per_class * 2);
+    // The header is only a claim: the lines that follow bound what is reserved and looped over
+    // (`99999 99999` must be refused, not allocated: found by fuzzing, `fuzz/`, `pairs_file`).
+    let left = lines.clone().count();
+    let Some(announced) = folds.checked_mul(per_class).and_then(|n| n.checked_mul(2)).filter(|&n| n <= left) else {
+        return Err(syntax(
+            hl + 1,
+            format!(
+                "header {header:?} announces {folds} folds of {per_class} same-person and {per_class} \
+                 different-person pairs, but only {left} lines follow"
+            ),
+        ));
+    };
+    if announced == 0 {
+        return Ok(Vec::new());
+    }
+    let mut pairs = Vec::with_capacity(announced);
     for fold in 1..=folds {
         for k in 0..2 * per_class {
             let genuine = k < per_class;
@@ -90,10 +105,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Pair>, PairsError> {
     Ok(pairs)
 }
 
-/// Parses a fold selection (`6-10`, `1,3,5-6`) into sorted, distinct 1-based fold numbers.
+/// The highest fold number a selection may name (LFW has 10). A range is expanded into a list,
+/// so `1-99999999999` must be refused, not allocated (found by fuzzing: `fuzz/`, `pairs_file`).
+pub const MAX_FOLD: usize = 10_000;
+
+/// Parses a fold selection (`6-10`, `1,3,5-6`) into sorted, distinct 1-based fold numbers, each
+/// at most [`MAX_FOLD`].
 pub fn parse_folds(spec: &str) -> Result<Vec<usize>, PairsError> {
     let bad = || PairsError::Folds(spec.to_owned());
-    let mut folds = Vec::new();
+    // One flag per possible fold: `1-10000,1-10000,...` costs no more than `1-10000`.
+    let mut chosen = vec![false; MAX_FOLD + 1];
     for part in spec.split(',').map(str::trim) {
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
@@ -102,14 +123,12 @@ pub fn parse_folds(spec: &str) -> Result<Vec<usize>, PairsError> {
                 (n, n)
             }
         };
-        if a == 0 || b < a {
+        if a == 0 || b < a || b > MAX_FOLD {
             return Err(bad());
         }
-        folds.extend(a..=b);
+        chosen[a..=b].fill(true);
     }
-    folds.sort_unstable();
-    folds.dedup();
-    Ok(folds)
+    Ok(chosen.iter().enumerate().filter(|&(_, &c)| c).map(|(fold, _)| fold).collect())
 }
 
 /// Keeps the pairs of the selected folds; every selected fold must exist.
@@ -143,13 +162,20 @@ mod tests {
         assert!(err.to_string().contains("line 3"), "{err}");
         assert!(parse("1 1\nAda 1 2\n", Path::new("p.txt")).is_err(), "truncated file");
         assert!(parse("ten 300\n", Path::new("p.txt")).is_err());
+        // A header announcing more pairs than the file holds is refused before anything is
+        // reserved, however large its numbers.
+        for header in ["99999 99999\n", "18446744073709551615 2\nAda 1 2\n", "10 300\n"] {
+            let err = parse(header, Path::new("p.txt")).unwrap_err();
+            assert!(err.to_string().contains("line 1") && err.to_string().contains("announces"), "{err}");
+        }
+        assert!(parse("18446744073709551615 0\n", Path::new("p.txt")).unwrap().is_empty());
     }
 
     #[test]
     fn fold_selections() {
         assert_eq!(parse_folds("6-10").unwrap(), vec![6, 7, 8, 9, 10]);
         assert_eq!(parse_folds("3, 1,5-6,5").unwrap(), vec![1, 3, 5, 6]);
-        for bad in ["", "0", "5-3", "a-b", "1-"] {
+        for bad in ["", "0", "5-3", "a-b", "1-", "10001", "3-200000000000000005"] {
             assert!(parse_folds(bad).is_err(), "{bad}");
         }
         let pairs = parse(SMALL, Path::new("p.txt")).unwrap();

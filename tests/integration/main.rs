@@ -7,6 +7,7 @@ mod common;
 mod eval_cli;
 mod export;
 mod faults;
+mod fuzz_corpus;
 mod golden;
 mod hostile;
 mod live;
