@@ -17,6 +17,14 @@
 #   biden.jpg                970x2204  RGB JPEG  a different person (the negative in compare_faces tests)
 #   32bit.png                626x1200  RGBA PNG  alpha-channel test image, one face, HOG box top=290 bottom=558
 # (width x height). The sdist's other images are Sphinx UI icons under docs/_build, not extracted.
+#
+# Derived, not downloaded (so no third-party photo is committed and nothing is fetched at run time):
+#   small-obama2.png         640x480   RGB PNG   obama2.jpg shrunk by 0.06 (antialiased) onto a plain
+#                                                canvas: a ~20 px face, which `farsight run` restores
+#                                                (FTLGAN) and matches to "Barack Obama" in the demo
+# made by examples/small_face.rs (`cargo run --release --example small_face`, so this script builds
+# farsight's library the first time). Deterministic for a given Cargo.lock; its sha256 is pinned
+# below and a mismatch (after an `image` crate update) is reported as a warning, not an error.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +47,10 @@ FILES=(
   "biden.jpg 3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"
   "32bit.png 44dca895a7d635a4aedddd91a4f37af9a8a5b44e66154282a24645a757b5f627"
 )
+# name source scale sha256
+DERIVED=(
+  "small-obama2.png obama2.jpg 0.06 6e6922d800f70d4dd17e2051bc98907b4c7f25a8b12d9104213078fc516755cd"
+)
 
 die() { echo "fetch-samples: error: $*" >&2; exit 1; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
@@ -57,6 +69,39 @@ missing() {
   done
 }
 
+# The derived frames: present? (returns 1 when one is missing; a sha256 mismatch is a warning).
+check_derived() {
+  local entry name src scale want status=0
+  for entry in "${DERIVED[@]}"; do
+    read -r name src scale want <<<"$entry"
+    if [[ ! -f "$DEST/$name" ]]; then
+      echo "fetch-samples: samples/$name (derived from $src) is missing: run scripts/fetch-samples.sh" >&2
+      status=1
+    elif [[ "$(sha "$DEST/$name")" != "$want" ]]; then
+      echo "fetch-samples: warning: samples/$name has sha256 $(sha "$DEST/$name"), expected $want" \
+        "(a different 'image' crate in Cargo.lock resamples differently; the demo still works)" >&2
+    fi
+  done
+  return $status
+}
+
+# Makes the derived frames that are missing, with examples/small_face.rs.
+derive() {
+  local entry name src scale want
+  for entry in "${DERIVED[@]}"; do
+    read -r name src scale want <<<"$entry"
+    [[ -f "$DEST/$name" ]] && continue
+    command -v cargo >/dev/null || die "cargo not found: samples/$name is made by examples/small_face.rs"
+    echo "fetch-samples: deriving samples/$name from samples/$src (cargo run --release --example small_face)"
+    mkdir -p "$CACHE"   # written there first: a half-written frame in samples/ would be a camera frame
+    (cd "$ROOT" && cargo run --release --quiet --example small_face -- \
+      "$DEST/$src" "$CACHE/$name" "$scale" >/dev/null) || die "examples/small_face failed for $name"
+    mv -f "$CACHE/$name" "$DEST/$name"
+    echo "fetch-samples: wrote samples/$name"
+  done
+  check_derived
+}
+
 todo="$(missing)"
 if [[ "${1:-}" == "--check" ]]; then
   if [[ -n "$todo" ]]; then
@@ -65,12 +110,14 @@ if [[ "${1:-}" == "--check" ]]; then
     exit 1
   fi
   echo "fetch-samples: all ${#FILES[@]} samples present and verified in samples/"
+  check_derived || exit 1
   exit 0
 fi
 [[ $# -eq 0 ]] || die "unknown argument '$1' (usage: scripts/fetch-samples.sh [--check])"
 
 if [[ -z "$todo" ]]; then
   echo "fetch-samples: all ${#FILES[@]} samples present and verified in samples/ (nothing to do)"
+  derive
   exit 0
 fi
 
@@ -110,3 +157,4 @@ done
 todo="$(missing)"
 [[ -z "$todo" ]] || die "still missing after extraction: $todo"
 echo "fetch-samples: all ${#FILES[@]} samples present and verified in samples/"
+derive

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages farsight needs to build (GStreamer and V4L2 features) and to run its tests (a
-# loopback RTSP server, a mosquitto broker, x264 to encode test videos). Idempotent; needs root.
+# Debian packages farsight needs to build (GStreamer and V4L2 features, a C compiler for the crates
+# that compile C or assembly: bundled SQLite, tract's kernels), to fetch samples and models (pip,
+# venv) and to run its tests (a loopback RTSP server, a mosquitto broker, x264 to encode test
+# videos). Idempotent: installs only what is missing and says what; uses sudo when not root.
 set -euo pipefail
 packages=(
+  gcc libc6-dev                                            # cc: rusqlite (bundled), tract-linalg
+  python3-pip python3-venv                                 # fetch-samples (pip download), model venvs
   pkg-config libclang-dev                                  # v4l's bindgen
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev      # gstreamer-rs
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good       # decodebin, appsink, rtspsrc, qtdemux
@@ -16,7 +20,10 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing Debian packages: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#packages[@]} Debian packages already installed" >&2
 fi
