@@ -7,7 +7,8 @@
 # Needs target/release/farsight, the bench videos in /tmp/farsight-bench (scripts/bench/README.md
 # makes them) and ../shared/datasets/lfw. Enrolls each video's people into a fresh gallery (their
 # last LFW photo) so events can be checked for the right name. Extra arguments are appended to the
-# run's config, e.g. '[scene]' 'scan_motion_every = 1' for an ablation.
+# run's config, e.g. '[scene]' 'scan_motion_every = 1' for an ablation. VIDEOS='main-1920x1080' picks
+# the videos (default: all three).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:?usage: scene.sh OUT_DIR [config lines...]}
@@ -16,7 +17,7 @@ mkdir -p "$out"
 bench=/tmp/farsight-bench
 bin=target/release/farsight
 printf 'version = 1\n%s\n' "$(printf '%s\n' "$@")" > "$out/farsight.toml"
-for video in faces-640x480 main-1920x1080 static-640x480; do
+for video in ${VIDEOS:-faces-640x480 main-1920x1080 static-640x480}; do
   [ -f "$bench/$video.mp4" ] || { echo "missing $bench/$video.mp4 (see scripts/bench/README.md)" >&2; exit 1; }
   g="$out/$video.db"
   rm -f "$g" "$g-wal" "$g-shm"
