@@ -33,6 +33,11 @@ pub struct StageSnapshot {
     /// Median latency in milliseconds (upper edge of its histogram bucket); null before any sample.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The latency histogram since start: samples per bucket, bucket `i` holding latencies up to
+    /// 2^(i/4) ms (bucket 0: up to 1 ms). Two snapshots' difference gives the quantiles of the
+    /// time between them (what `scripts/soak/soak.py` plots: p50/p99 must not creep up).
+    #[serde(default)]
+    pub latency_counts: Vec<u64>,
 }
 
 impl StageStats {
@@ -86,6 +91,7 @@ impl StageStats {
             errors: self.errors.load(Relaxed),
             p50_ms: quantile(&counts, 0.50),
             p99_ms: quantile(&counts, 0.99),
+            latency_counts: counts,
         }
     }
 }

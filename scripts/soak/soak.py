@@ -7,9 +7,9 @@ that is stopped and started, sampling the daemon's RSS and its queues every minu
 
 Needs target/release/farsight (cargo build --release), mosquitto (scripts/install-deps.sh) and a
 video (scripts/bench/README.md makes the bench videos). Writes to --out: `samples.csv` (one row a
-minute: elapsed, RSS, frames captured/recognised/dropped, each stage's backlog, events, broker
-state), `rss.png` (when matplotlib is importable, e.g. with models/ftlgan/.venv/bin/python) or
-`rss.svg` otherwise, `summary.json`, and the daemon's log. Exit status 1 when RSS grew by more
+minute: elapsed, RSS, frames captured/recognised/dropped, the minute's capture-to-recognised and
+capture-to-event latency p50/p99, each stage's backlog, events, broker state), `rss.png` (when matplotlib is importable, e.g. with models/ftlgan/.venv/bin/python) or
+`rss.svg` (RSS only) otherwise, `summary.json`, and the daemon's log. Exit status 1 when RSS grew by more
 than --max-growth-mib between the first and last quarter of the run or a queue's backlog exceeded
 its bound. Not part of CI (it runs for as long as it is told).
 
@@ -71,6 +71,32 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
 
+def window_quantiles(before, after, qs=(0.5, 0.99)):
+    """Latency quantiles (ms) of the samples recorded between two snapshots of one stage, from
+    the difference of their histograms (bucket i holds latencies up to 2^(i/4) ms)."""
+    a = after.get("latency_counts") or []
+    b = (before or {}).get("latency_counts") or [0] * len(a)
+    diff = [x - y for x, y in zip(a, b)]
+    total = sum(diff)
+    if total <= 0:
+        return [None for _ in qs]
+    out = []
+    for q in qs:
+        rank, seen = max(1, -(-int(total * q * 1000) // 1000)), 0
+        for i, c in enumerate(diff):
+            seen += c
+            if seen >= rank:
+                out.append(round(2 ** (i / 4), 1))
+                break
+    return out
+
+
+def quarter(rows, key):
+    """Median of a column over some rows (None where a minute had no samples)."""
+    vals = sorted(r[key] for r in rows if r.get(key) is not None)
+    return vals[len(vals) // 2] if vals else None
+
+
 def plot(rows, out):
     minutes = [r["elapsed_s"] / 60 for r in rows]
     rss = [r["rss_mib"] for r in rows]
@@ -78,9 +104,17 @@ def plot(rows, out):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(9, 4.5))
+        fig, (ax, lat) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+        for key, label in (("recognize_p50_ms", "capture to recognised p50"), ("recognize_p99_ms", "p99"),
+                           ("events_p99_ms", "capture to event p99")):
+            pts = [(m, r[key]) for m, r in zip(minutes, rows) if r.get(key) is not None]
+            if pts:
+                lat.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label)
+        lat.set_ylabel("latency in the minute (ms)")
+        lat.set_xlabel("minutes")
+        lat.grid(True, alpha=0.3)
+        lat.legend()
         ax.plot(minutes, rss, marker="o")
-        ax.set_xlabel("minutes")
         ax.set_ylabel("RSS (MiB)")
         ax.set_ylim(0, max(rss) * 1.2)
         ax.grid(True, alpha=0.3)
@@ -130,7 +164,7 @@ def main():
                               stderr=log, env={**os.environ, "RUST_LOG": "info"})
     started = time.monotonic()
     next_sample, next_broker = started + 5, started + args.broker_every * 60
-    rows, broker_flips = [], 0
+    rows, broker_flips, previous = [], 0, {}
     bounds = {"recognize": 64, "events": 64}
     try:
         while True:
@@ -152,6 +186,9 @@ def main():
             stages = {s["name"]: s for s in st["stages"]}
             cam = stages.get("camera-soak", {})
             backlog = {n: s["in"] - s["out"] - s["dropped"] - s["errors"] for n, s in stages.items()}
+            rec = window_quantiles(previous.get("recognize"), stages.get("recognize", {}))
+            ev = window_quantiles(previous.get("events"), stages.get("events", {}))
+            previous = stages
             row = {
                 "elapsed_s": round(now - started, 1),
                 "rss_mib": round((rss_kib(daemon.pid) or 0) / 1024, 1),
@@ -160,6 +197,10 @@ def main():
                 "dropped": cam.get("dropped", 0),
                 "events": stages.get("events", {}).get("out", 0),
                 "broker_up": broker.up,
+                "recognize_p50_ms": rec[0],
+                "recognize_p99_ms": rec[1],
+                "events_p50_ms": ev[0],
+                "events_p99_ms": ev[1],
                 "max_backlog": max(backlog.values(), default=0),
                 "backlog": backlog,
             }
@@ -194,6 +235,10 @@ def main():
         "rss_mib_last_quarter": round(last, 1),
         "rss_mib_max": max(r["rss_mib"] for r in rows),
         "worst_backlog": worst_backlog,
+        "recognize_p99_ms_first_quarter": quarter(rows[:q], "recognize_p99_ms"),
+        "recognize_p99_ms_last_quarter": quarter(rows[-q:], "recognize_p99_ms"),
+        "events_p99_ms_first_quarter": quarter(rows[:q], "events_p99_ms"),
+        "events_p99_ms_last_quarter": quarter(rows[-q:], "events_p99_ms"),
         "daemon_exit": daemon.returncode,
         "plot": str(plot(rows, args.out)),
     }
