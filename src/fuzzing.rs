@@ -177,11 +177,9 @@ fn remove_database(path: &Path) {
 ///   range (`1e39`) reads as an infinite f32, so such an event writes as JSON that no longer
 ///   reads as an event (or reads with `score` null): the round trip must then fail or change,
 ///   never panic.
-/// - serde_json without its `float_roundtrip` feature reads some long f64 literals 1 ULP off
-///   (`7.84866200421318e+183` for `first_seen_s` reads, writes and reads back 1 ULP apart): the
-///   f64 stream times are compared within 1 ULP. Stream times of real magnitudes (up to 15
-///   significant digits, exponents within ±22) are read exactly. Once Cargo.toml enables
-///   `float_roundtrip`, drop [`within_one_ulp`] and compare exactly.
+/// - serde_json without its `float_roundtrip` feature read some long f64 literals 1 ULP off
+///   (`7.84866200421318e+183` for `first_seen_s` read, wrote and read back 1 ULP apart); Cargo.toml
+///   enables it, so the round trip is compared exactly (regression: `regressions/event_json`).
 pub fn event_json(data: &[u8]) {
     let Ok(event) = serde_json::from_slice::<TrackEvent>(data) else { return };
     let text = match serde_json::to_string(&event) {
@@ -194,21 +192,11 @@ pub fn event_json(data: &[u8]) {
         return;
     }
     match again {
-        Ok(mut again) => {
-            for (a, e) in [(&mut again.first_seen_s, event.first_seen_s), (&mut again.last_seen_s, event.last_seen_s)] {
-                if within_one_ulp(*a, e) {
-                    *a = e;
-                }
-            }
+        Ok(again) => {
             assert_eq!(again, event, "the event changed in a round trip through:\n{text}");
         }
         Err(e) => panic!("a written-back event is refused: {e}\n{text}"),
     }
-}
-
-/// Whether two finite f64 values are equal or adjacent.
-fn within_one_ulp(a: f64, b: f64) -> bool {
-    a == b || (a.signum() == b.signum() && a.to_bits().abs_diff(b.to_bits()) <= 1)
 }
 
 /// Whether every float of the event is finite (what JSON can hold).
