@@ -193,7 +193,26 @@ pub fn plan(
             windows.push(Window { rect: clamp(*r, &frame), scale });
         }
     }
-    merge(windows)
+    let windows = merge(windows);
+    // A busy frame (many people, large or overlapping movement) can ask for more detector input
+    // than the whole frame: search the whole frame at native size instead, keeping only the
+    // magnified windows of small tracked faces (the full frame at 1x misses 12-16 px faces).
+    let whole = Window { rect: frame, scale: 1.0 };
+    if cost(&windows) > cost(std::slice::from_ref(&whole)) {
+        let small_tracks = hints.iter().filter_map(|t| {
+            let p = t.predicted(ts);
+            (p.w < config.upscale_below_px).then_some(p)
+        });
+        let mut capped = vec![whole];
+        capped.extend(windows.into_iter().filter(|w| w.scale > 1.0 && small_tracks.clone().any(|p| contains(&w.rect, &p, 0.5))));
+        return capped;
+    }
+    windows
+}
+
+/// Detector input pixels the windows cost, all tiles together.
+fn cost(windows: &[Window]) -> u64 {
+    windows.iter().flat_map(tiles).map(|(_, t)| u64::from(t) * u64::from(t)).sum()
 }
 
 fn clamp(r: Rect, frame: &Rect) -> Rect {
@@ -283,10 +302,9 @@ pub fn detect(
     windows: &[Window],
 ) -> Result<(Vec<Face>, SearchPlan), DetectError> {
     let mut faces = Vec::new();
-    let mut plan = SearchPlan { windows: windows.len(), ..Default::default() };
+    let plan = SearchPlan { windows: windows.len(), pixels: cost(windows), ..Default::default() };
     for w in windows {
         for (rect, tile) in tiles(w) {
-            plan.pixels += u64::from(tile) * u64::from(tile);
             faces.extend(detector.detect_region(frame, rect, w.scale, tile)?);
         }
     }
@@ -356,6 +374,20 @@ mod tests {
         // A large face is searched at native size.
         let big = plan((1920, 1080), 1, Duration::ZERO, &MotionOutcome::default(), &[hint(100.0, 100.0, 80.0)], &c);
         assert_eq!(big[0].scale, 1.0);
+    }
+
+    #[test]
+    fn a_busy_frame_costs_no_more_than_the_whole_frame_plus_small_faces() {
+        let c = SceneConfig::default();
+        // Six people moving in a 640x480 frame, one of them a small tracked face.
+        let regions = (0..6).map(|i| Rect { x: 20.0 + 100.0 * i as f32, y: 40.0 + 30.0 * i as f32, w: 150.0, h: 150.0 }).collect();
+        let busy = MotionOutcome { regions, scan: false };
+        let small = hint(300.0, 300.0, 14.0);
+        let w = plan((640, 480), 5, Duration::ZERO, &busy, std::slice::from_ref(&small), &c);
+        let whole = Rect { x: 0.0, y: 0.0, w: 640.0, h: 480.0 };
+        assert_eq!(w[0], Window { rect: whole, scale: 1.0 }, "{w:?}");
+        assert!(w[1..].iter().all(|x| x.scale == 2.0 && contains(&x.rect, &small.rect, 0.5)), "{w:?}");
+        assert!(cost(&w) <= cost(&[w[0]]) + 192 * 192, "{w:?}");
     }
 
     #[test]
