@@ -161,7 +161,7 @@ pub fn query(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<(i64, se
         ],
         |r| {
             let json: String = r.get(1)?;
-            let value = serde_json::from_str(&json).unwrap_or_else(|_| serde_json::Value::String(json));
+            let value = serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json));
             Ok((r.get(0)?, value))
         },
     )?;

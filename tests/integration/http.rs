@@ -347,7 +347,7 @@ fn bad_uploads_bad_names_and_bad_requests_are_refused_and_nothing_is_written() {
         ("/api/identities/a%E2%80%AEb/photos", "invisible"),
         ("/api/identities/%20padded/photos", "space"),
     ] {
-        let message = error_of(server.post_parts(path, &[good.clone()]), 400);
+        let message = error_of(server.post_parts(path, std::slice::from_ref(&good)), 400);
         assert!(message.contains(expect), "{path}: {message}");
     }
     error_of(server.delete("/api/identities/..%2Fg.db"), 400);
