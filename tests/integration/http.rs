@@ -559,3 +559,27 @@ fn writes_during_shutdown_are_refused_and_write_nothing() {
     http.shutdown(Duration::from_secs(1));
     assert!(std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(), "stopped");
 }
+
+#[test]
+fn serve_streams_what_another_process_stores() {
+    use farsight::sink::EventSink;
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g.db");
+    let config = dir.path().join("farsight.toml");
+    std::fs::write(&config, "version = 1\n[sinks.sqlite]\n").unwrap();
+    // A `run` elsewhere stores events in the gallery database (here: the SQLite sink itself).
+    let sqlite = farsight::config::SqliteSinkConfig::default();
+    let mut sink = farsight::sink::sqlite::SqliteSink::open(&g, &sqlite).unwrap();
+    sink.deliver(&crate::sinks::event("porch", 1)).unwrap();
+    let server = Server::serve(dir.path(), &g, &["--config", config.to_str().unwrap()]);
+    let stream = subscribe(&server);
+    // Only new events are streamed: the one stored before is listed, not sent.
+    std::thread::sleep(Duration::from_secs(1));
+    sink.deliver(&crate::sinks::event("porch", 2)).unwrap();
+    let got = stream.recv_timeout(Duration::from_secs(30)).expect("the stored event is streamed");
+    assert_eq!((got["camera"].as_str(), got["track"].as_u64()), (Some("porch"), Some(2)), "{got}");
+    let (status, body) = server.get("/api/events?camera=porch");
+    assert_eq!(status, 200, "{body}");
+    let tracks: Vec<u64> = body["events"].as_array().unwrap().iter().filter_map(|e| e["track"].as_u64()).collect();
+    assert_eq!(tracks, [2, 1], "newest first");
+}
