@@ -73,7 +73,9 @@ pub fn run(
             config.gallery.display()
         );
     }
-    let sinks = Sinks::start(&config.sinks, &config.gallery).context("starting the event sinks")?;
+    let camera_names: Vec<String> = config.cameras.iter().map(|c| c.name.clone()).collect();
+    let sinks =
+        Sinks::start_announcing(&config.sinks, &config.gallery, &camera_names).context("starting the event sinks")?;
 
     let stop = stop_on_signals()?;
     let hub = Arc::new(Hub::default());
