@@ -112,9 +112,10 @@ pub(super) async fn add_photos(
         params.map_err(|e| ApiError::bad_request(format!("{}: the one parameter is largest=true", e.body_text())))?;
     check_id(&name)?;
     let photos = read_photos(multipart, state.cx.http.max_body_bytes).await?;
-    let permit = state.recognition.acquire().await.map_err(|_| ApiError::shutting_down())?;
+    let permit = state.recognition.clone().acquire_owned().await.map_err(|_| ApiError::shutting_down())?;
     let st = state.clone();
     let enrolled = blocking(move || {
+        let _permit = permit;
         let rec = &st.cx.recognizer;
         let mut templates = Vec::new();
         let mut faces = Vec::new();
@@ -162,7 +163,6 @@ pub(super) async fn add_photos(
         Ok((created, faces))
     })
     .await;
-    drop(permit);
     let (created, faces) = enrolled?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let body = serde_json::json!({ "created": created, "added": faces.len(), "faces": faces });
@@ -237,9 +237,10 @@ pub(super) async fn identify(
         )));
     }
     let photo = photos.remove(0);
-    let permit = state.recognition.acquire().await.map_err(|_| ApiError::shutting_down())?;
+    let permit = state.recognition.clone().acquire_owned().await.map_err(|_| ApiError::shutting_down())?;
     let st = state.clone();
     let result = blocking(move || {
+        let _permit = permit;
         let img = images::decode(&photo.bytes, std::path::Path::new(&photo.label), &st.cx.images)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         let observations = st
@@ -264,6 +265,5 @@ pub(super) async fn identify(
         }))
     })
     .await;
-    drop(permit);
     Ok(Json(result?))
 }

@@ -55,7 +55,9 @@ pub(super) struct AppState {
     /// The last snapshot `/api/identify` matched against, with the gallery generation it is of.
     pub snapshot: Mutex<Option<(i64, Arc<Snapshot>)>>,
     /// One recognition (enroll or identify) at a time: the others wait, within the time limit.
-    pub recognition: tokio::sync::Semaphore,
+    /// The permit moves into the blocking work, so a request that timed out still holds it
+    /// until its work ends.
+    pub recognition: Arc<tokio::sync::Semaphore>,
     /// The server's own read-only connection to the events table, opened on first use.
     pub events_db: Mutex<Option<rusqlite::Connection>>,
 }
@@ -156,7 +158,7 @@ impl Server {
             started: Instant::now(),
             gallery: Mutex::new(None),
             snapshot: Mutex::new(None),
-            recognition: tokio::sync::Semaphore::new(1),
+            recognition: Arc::new(tokio::sync::Semaphore::new(1)),
             events_db: Mutex::new(None),
         });
         let app = router(state.clone());
@@ -273,8 +275,8 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "no answer within http.request_timeout_s = {} s (the box is busy, or the upload too slow): \
-                 retry later",
+                "no answer within http.request_timeout_s = {} s (the box is busy, or the upload too slow); \
+                 an enroll already under way may still complete: check GET /api/identities before retrying",
                 http.request_timeout_s
             ),
         )
