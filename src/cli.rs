@@ -60,6 +60,7 @@ pub enum Command {
     },
     /// Run the HTTP server (gallery API, identify, events, metrics) without reading any camera.
     Serve {
+        /// Gallery database to serve (default: the config's `gallery`).
         #[arg(long)]
         gallery: Option<PathBuf>,
         /// Listen on this ADDR:PORT instead of `[http] bind`.
