@@ -54,6 +54,18 @@ pub enum Command {
         /// JSON lines to this file (for benchmarks against a ground truth).
         #[arg(long)]
         detections: Option<PathBuf>,
+        /// Serve HTTP on this ADDR:PORT instead of `[http] bind` (port 0: any free port, logged).
+        #[arg(long, env = "FARSIGHT_HTTP_BIND", value_name = "ADDR:PORT")]
+        http_bind: Option<String>,
+    },
+    /// Run the HTTP server (gallery API, identify, events, metrics) without reading any camera.
+    Serve {
+        /// Gallery database to serve (default: the config's `gallery`).
+        #[arg(long)]
+        gallery: Option<PathBuf>,
+        /// Listen on this ADDR:PORT instead of `[http] bind`.
+        #[arg(long, value_name = "ADDR:PORT")]
+        bind: Option<String>,
     },
     /// Show a running (or finished) farsight's counters from its status file.
     Status {

@@ -22,10 +22,11 @@ pub fn run(cli: Cli) -> Result<()> {
         return Ok(());
     };
     match command {
-        Command::Run { source, gallery, live, summary, detections } => {
-            let overrides = crate::live::Overrides { sources: source, gallery, live };
+        Command::Run { source, gallery, live, summary, detections, http_bind } => {
+            let overrides = crate::live::Overrides { sources: source, gallery, live, http_bind };
             crate::live::run(config, cli.config.as_deref(), overrides, summary.as_deref(), detections.as_deref())
         }
+        Command::Serve { gallery, bind } => crate::live::serve(config, gallery, bind),
         Command::Status { file } => crate::live::status(&config, file),
         Command::Enroll { gallery, name, largest, create_dir, images } => {
             let opts = EnrollOptions { largest, create_dir, quiet: cli.quiet };

@@ -64,7 +64,24 @@ pub fn prepare(config: Config, create: bool) -> Result<Prepared, Problems> {
             }
         }
     }
-    let recognizer = match Recognizer::load(&config) {
+    let (recognizer, identities) = load_models_and_gallery(&config, &mut p);
+    let mut cameras = Vec::new();
+    for cam in &config.cameras {
+        match open_source(cam, &config.images) {
+            Ok(source) => cameras.push(Camera { config: cam.clone(), source }),
+            Err(e) => p.push(format!("camera {}: {}", cam.name, crate::error_chain(&e))),
+        }
+    }
+    match recognizer {
+        Some(rec) if p.is_empty() => Ok(Prepared { config, recognizer: Arc::new(rec), cameras, identities }),
+        _ => Err(Problems(p)),
+    }
+}
+
+/// The models, loaded (each checked on a probe input), and the gallery's identity count when it
+/// exists (a corrupt, foreign or other-embedder gallery is a problem).
+fn load_models_and_gallery(config: &Config, p: &mut Vec<String>) -> (Option<Recognizer>, Option<usize>) {
+    let recognizer = match Recognizer::load(config) {
         Ok(r) => Some(r),
         Err(e) => {
             p.push(format!("models: {}", crate::error_chain(&e)));
@@ -81,15 +98,21 @@ pub fn prepare(config: Config, create: bool) -> Result<Prepared, Problems> {
             }
         }
     }
-    let mut cameras = Vec::new();
-    for cam in &config.cameras {
-        match open_source(cam, &config.images) {
-            Ok(source) => cameras.push(Camera { config: cam.clone(), source }),
-            Err(e) => p.push(format!("camera {}: {}", cam.name, crate::error_chain(&e))),
-        }
-    }
+    (recognizer, identities)
+}
+
+/// What `farsight serve` (the HTTP server without cameras) needs, checked like [`prepare`]: the
+/// configuration's values (`[http]` included; cameras are not read), the gallery's folder, the
+/// models and the gallery.
+pub fn prepare_serve(config: Config) -> Result<Prepared, Problems> {
+    let mut p = config.validate();
+    let gallery_only = Config { cameras: Vec::new(), crops: Default::default(), ..config.clone() };
+    check_state_paths(&gallery_only, false, &mut p);
+    let (recognizer, identities) = load_models_and_gallery(&config, &mut p);
     match recognizer {
-        Some(rec) if p.is_empty() => Ok(Prepared { config, recognizer: Arc::new(rec), cameras, identities }),
+        Some(rec) if p.is_empty() => {
+            Ok(Prepared { config, recognizer: Arc::new(rec), cameras: Vec::new(), identities })
+        }
         _ => Err(Problems(p)),
     }
 }
@@ -172,6 +195,7 @@ pub fn reload(started: &Config, new: Config) -> Result<Reloaded, Problems> {
     differs("[sinks]", started.sinks != new.sinks);
     differs("[images]", started.images != new.images);
     differs("[service]", started.service != new.service);
+    differs("[http]", started.http != new.http);
     let notes = if restart.is_empty() {
         Vec::new()
     } else {

@@ -1,21 +1,26 @@
-//! `farsight run` and `farsight status`: the camera daemon's edge. Everything that can be checked
+//! `farsight run`, `farsight serve` and `farsight status`: the daemon's edge. Everything that can be checked
 //! before starting is, by the same [`daemon::prepare`] that `farsight validate` runs, so a mistake
 //! fails at start with what to fix; once running, cameras and sinks retry on their own.
 
 use anyhow::{bail, Context, Result};
 use farsight::config::CameraConfig;
 use farsight::daemon;
+use farsight::http::{Hub, Server, ServerContext};
 use farsight::pipeline::{self, PipelineOptions};
 use farsight::sink::Sinks;
+use farsight::stats::LiveState;
 use farsight::Config;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the sinks may take to deliver what is queued at shutdown.
 const SINK_DRAIN: Duration = Duration::from_secs(10);
+
+/// How long requests in progress may take to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 /// The bundled sample photos (`scripts/fetch-samples.sh`): the README demo's default camera.
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples");
@@ -26,6 +31,8 @@ pub struct Overrides {
     pub sources: Vec<OsString>,
     pub gallery: Option<PathBuf>,
     pub live: bool,
+    /// `--http-bind`: `[http] bind` for this run.
+    pub http_bind: Option<String>,
 }
 
 impl Overrides {
@@ -39,6 +46,9 @@ impl Overrides {
         }
         if self.live {
             config.cameras.iter_mut().for_each(|c| c.live = Some(true));
+        }
+        if let Some(bind) = &self.http_bind {
+            config.http.bind = bind.clone();
         }
     }
 }
@@ -63,15 +73,19 @@ pub fn run(
             config.gallery.display()
         );
     }
-    let sinks = Sinks::start(&config.sinks, &config.gallery).context("starting the event sinks")?;
+    let camera_names: Vec<String> = config.cameras.iter().map(|c| c.name.clone()).collect();
+    let sinks =
+        Sinks::start_announcing(&config.sinks, &config.gallery, &camera_names).context("starting the event sinks")?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // The first signal asks for a drain; a second one while draining exits at once (128 + signal).
-        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone())
-            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
-            .context("installing the signal handlers")?;
-    }
+    let stop = stop_on_signals()?;
+    let hub = Arc::new(Hub::default());
+    let live_state = Arc::new(LiveState::default());
+    let server = if config.http.enabled {
+        let cx = server_context(&config, prepared.recognizer.clone(), &hub, &live_state, &stop, true);
+        Some(Server::start(cx).context("starting the HTTP server ([http] enabled = false turns it off)")?)
+    } else {
+        None
+    };
     // SIGHUP (systemd's ExecReload): re-read the config at the tracker's next tick.
     let reload_requested = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload_requested.clone())
@@ -89,6 +103,7 @@ pub fn run(
         stall_after: Duration::from_secs_f32(config.service.stall_after_s),
         reload_requested,
         reload,
+        live: live_state,
     };
     let workers = match config.pipeline.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -112,12 +127,20 @@ pub fn run(
         prepared.recognizer,
         prepared.cameras,
         &opts,
-        |e| sinks.publish(e),
+        |e| {
+            hub.publish(&e);
+            sinks.publish(e)
+        },
         sinks.stats(),
-        stop,
+        stop.clone(),
         supervision,
     );
+    // From here on the HTTP server refuses writes; it answers reads until the sinks are drained.
+    stop.store(true, Ordering::Relaxed);
     let delivery = sinks.close(SINK_DRAIN);
+    if let Some(server) = server {
+        server.shutdown(HTTP_DRAIN);
+    }
     let summary_report = result?;
     log::info!(
         "finished in {:.1}s: {} events; peak RSS {} MiB; sinks: {delivery:?}",
@@ -145,6 +168,71 @@ pub fn run(
     if summary_report.any_failed() {
         bail!("a camera could not be read to its end (see the log above)");
     }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM set the returned flag: the first asks for a drain; a second one while
+/// draining exits at once (128 + signal).
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .context("installing the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// What the HTTP server serves from, for `run` (`pipeline`) or `serve`.
+fn server_context(
+    config: &Config,
+    recognizer: Arc<farsight::Recognizer>,
+    hub: &Arc<Hub>,
+    live: &Arc<LiveState>,
+    stop: &Arc<AtomicBool>,
+    pipeline: bool,
+) -> ServerContext {
+    ServerContext {
+        http: config.http.clone(),
+        images: config.images,
+        gallery: config.gallery.clone(),
+        threshold: config.matching.threshold,
+        top_k: config.matching.top_k,
+        events_stored: config.sinks.sqlite.is_some(),
+        recognizer,
+        hub: hub.clone(),
+        live: live.clone(),
+        pipeline,
+        stop: stop.clone(),
+    }
+}
+
+/// `farsight serve`: the HTTP server alone (no camera), until SIGINT or SIGTERM.
+pub fn serve(mut config: Config, gallery: Option<PathBuf>, bind: Option<String>) -> Result<()> {
+    if let Some(g) = gallery {
+        config.gallery = g;
+    }
+    if let Some(bind) = bind {
+        config.http.bind = bind;
+    }
+    // `[http] enabled` is about `run`; `serve` is asked for explicitly, and checked as if enabled.
+    config.http.enabled = true;
+    let prepared = daemon::prepare_serve(config)?;
+    let config = prepared.config;
+    let stop = stop_on_signals()?;
+    let (hub, live) = (Arc::new(Hub::default()), Arc::new(LiveState::default()));
+    let cx = server_context(&config, prepared.recognizer, &hub, &live, &stop, false);
+    let server = Server::start(cx).context("starting the HTTP server")?;
+    eprintln!(
+        "farsight serve: http://{} (gallery {}); stop with Ctrl-C",
+        server.local_addr(),
+        config.gallery.display()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log::info!("stopping: answering what is in progress, refusing writes");
+    server.shutdown(HTTP_DRAIN);
     Ok(())
 }
 

@@ -115,7 +115,9 @@ impl Notifier {
             } else {
                 format!("ready, but no frame yet from camera {} (after {:.0?})", missing.join(", "), self.grace)
             };
-            log::info!("systemd: READY ({status})");
+            if self.enabled {
+                log::info!("systemd: READY ({status})");
+            }
             self.send(&[Ready, Status(&status)]);
             self.last_status = Some((Instant::now(), status));
         }

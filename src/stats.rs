@@ -18,6 +18,8 @@ pub struct StageStats {
     dropped: AtomicU64,
     errors: AtomicU64,
     latency: [AtomicU64; BUCKETS],
+    /// Sum of every latency sample in microseconds (a Prometheus histogram's `_sum`).
+    latency_sum_us: AtomicU64,
 }
 
 /// A point-in-time copy of a stage's counters.
@@ -49,6 +51,7 @@ impl StageStats {
             dropped: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
         }
     }
 
@@ -75,6 +78,24 @@ impl StageStats {
     /// Records one latency sample.
     pub fn record(&self, latency: Duration) {
         self.latency[bucket(latency)].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The latency histogram as it stands: each bucket's upper edge in seconds with the number of
+    /// samples at or below it (cumulative, the Prometheus convention), and the sum of every sample
+    /// in seconds.
+    pub fn latency_histogram(&self) -> (Vec<(f64, u64)>, f64) {
+        let mut seen = 0;
+        let buckets = self
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                seen += c.load(Relaxed);
+                (upper_edge_ms(i) / 1000.0, seen)
+            })
+            .collect();
+        (buckets, self.latency_sum_us.load(Relaxed) as f64 / 1e6)
     }
 
     pub fn dropped(&self) -> u64 {
@@ -125,7 +146,6 @@ fn quantile(counts: &[u64], q: f64) -> Option<f64> {
     None
 }
 
-/// Peak resident set size of this process in KiB (`VmHWM`), where the OS reports it.
 /// CPU time (user + system) this process has used so far, from `getrusage`.
 pub fn cpu_time() -> std::time::Duration {
     // SAFETY: getrusage fills the zeroed struct it is given; RUSAGE_SELF is always valid.
@@ -137,10 +157,49 @@ pub fn cpu_time() -> std::time::Duration {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
+/// Peak resident set size of this process in KiB (`VmHWM`), where the OS reports it.
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident set size of this process now, in KiB (`VmRSS`), where the OS reports it.
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What a running daemon shows its observers besides systemd (the HTTP server's `/readyz` and
+/// `/metrics`): every stage's counters, once the pipeline has made them, and whether it is ready
+/// (the same truth as systemd's READY: models loaded, every camera delivered or the grace period
+/// passed). Shared between the pipeline's tracker thread, which updates it, and readers.
+#[derive(Debug, Default)]
+pub struct LiveState {
+    stages: std::sync::RwLock<Vec<std::sync::Arc<StageStats>>>,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl LiveState {
+    /// Publishes the pipeline's stages (cameras first, then recognition, tracking and sinks).
+    pub fn set_stages(&self, stages: Vec<std::sync::Arc<StageStats>>) {
+        *self.stages.write().unwrap_or_else(|e| e.into_inner()) = stages;
+    }
+
+    /// The stages published so far (empty before the pipeline starts, and without cameras).
+    pub fn stages(&self) -> Vec<std::sync::Arc<StageStats>> {
+        self.stages.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    /// Whether the daemon said (or would say) READY to systemd.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +220,10 @@ mod tests {
         let p99 = snap.p99_ms.unwrap();
         assert!((10.0..=12.0).contains(&p50), "{p50}");
         assert!((500.0..=600.0).contains(&p99), "{p99}");
+        let (buckets, sum) = s.latency_histogram();
+        assert_eq!(buckets.last().unwrap().1, 100, "cumulative counts end at the sample count");
+        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        assert!((sum - 1.98).abs() < 1e-6, "{sum}");
     }
 
     #[test]

@@ -244,6 +244,10 @@ pub struct MqttSinkConfig {
     pub keep_alive_s: u16,
     /// Events held while the broker is unreachable; beyond this they are dropped and counted.
     pub offline_queue: usize,
+    /// Home Assistant MQTT discovery: a device with per-camera and per-identity entities.
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix (its `status` topic lives there too).
+    pub discovery_prefix: String,
 }
 
 impl Default for MqttSinkConfig {
@@ -260,6 +264,8 @@ impl Default for MqttSinkConfig {
             ca_file: None,
             keep_alive_s: 30,
             offline_queue: 1000,
+            discovery: true,
+            discovery_prefix: "homeassistant".to_owned(),
         }
     }
 }
@@ -409,6 +415,13 @@ pub(super) fn validate_runtime(
         }
         if m.client_id.is_empty() || m.client_id.contains(['/', '+', '#']) {
             p.push(format!("sinks.mqtt.client_id = {:?} must be non-empty without /, + or #", m.client_id));
+        }
+        if m.discovery_prefix.is_empty() || m.discovery_prefix.contains(['+', '#']) || m.discovery_prefix.ends_with('/')
+        {
+            p.push(format!(
+                "sinks.mqtt.discovery_prefix = {:?} must be non-empty, without + or #, not end in /",
+                m.discovery_prefix
+            ));
         }
         if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) || m.topic_prefix.ends_with('/') {
             p.push(format!(

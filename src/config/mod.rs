@@ -79,6 +79,7 @@ pub struct Config {
     pub images: ImageLimits,
     pub service: ServiceConfig,
     pub scene: crate::scene::SceneConfig,
+    pub http: crate::http::HttpConfig,
 }
 
 impl Default for Config {
@@ -98,6 +99,7 @@ impl Default for Config {
             images: ImageLimits::default(),
             service: ServiceConfig::default(),
             scene: crate::scene::SceneConfig::default(),
+            http: crate::http::HttpConfig::default(),
         }
     }
 }
@@ -228,6 +230,7 @@ impl Config {
         self.images.validate(&mut p);
         self.service.validate(&mut p);
         self.scene.validate(&mut p);
+        self.http.validate(&mut p);
         live::validate_cameras(&self.cameras, &mut p);
         live::validate_runtime(&self.pipeline, &self.track, &self.sinks, &self.crops, &mut p);
         p

@@ -238,6 +238,7 @@ pub fn run(
         all_stats.push(embed_stats.clone());
         all_stats.push(track_stats.clone());
         all_stats.extend(extra_stats);
+        supervision.live.set_stages(all_stats.clone());
         let tracker_opts = opts.clone();
         let embedder = recognizer.embedder().id().clone();
         let tracker_stats = all_stats.clone();

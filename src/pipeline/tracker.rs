@@ -42,6 +42,8 @@ pub struct Supervision {
     /// Set (by SIGHUP) to ask for a reload at the next tick.
     pub reload_requested: Arc<AtomicBool>,
     pub reload: Option<ReloadFn>,
+    /// Where readiness and the stage counters are shown to other observers (the HTTP server).
+    pub live: Arc<crate::stats::LiveState>,
 }
 
 impl Supervision {
@@ -52,6 +54,7 @@ impl Supervision {
             stall_after: Duration::from_secs(60),
             reload_requested: Arc::default(),
             reload: None,
+            live: Arc::default(),
         }
     }
 }
@@ -141,17 +144,22 @@ impl TrackerThread {
         }
     }
 
-    /// Shows systemd what the pipeline is doing (readiness, stalls, counters).
+    /// Shows systemd what the pipeline is doing (readiness, stalls, counters), and the other
+    /// observers whether it is ready. Without systemd, only until ready.
     fn supervise(&mut self) {
-        if !self.supervision.notifier.enabled() {
+        let systemd = self.supervision.notifier.enabled();
+        if !systemd && self.supervision.live.is_ready() {
             return;
         }
         let health = Health {
             cameras: self.cameras.iter().map(|(name, s)| (name.clone(), s.snapshot().input)).collect(),
             stalled: self.heartbeats.stalled(self.supervision.stall_after),
-            summary: self.status_report().summary_line(),
+            summary: if systemd { self.status_report().summary_line() } else { String::new() },
         };
         self.supervision.notifier.tick(&health);
+        if self.supervision.notifier.is_ready() {
+            self.supervision.live.set_ready(true);
+        }
     }
 
     /// Applies a SIGHUP reload: what the new configuration may change live is changed; a bad

@@ -5,6 +5,7 @@
 //! the event for that sink and counts it. A failed delivery is retried with backoff; an event that
 //! still fails is dropped and counted. [`Sinks::close`] drains the queues within a deadline.
 
+pub mod hass;
 pub mod mqtt;
 mod runner;
 pub mod sqlite;
@@ -111,6 +112,13 @@ impl Sinks {
     /// configured) and starts their threads. `gallery` is the gallery database the SQLite sink
     /// writes its `events` table into (created, mode 0600, when missing).
     pub fn start(config: &SinksConfig, gallery: &Path) -> Result<Self, SinkError> {
+        Self::start_announcing(config, gallery, &[])
+    }
+
+    /// [`Sinks::start`], telling the sinks which cameras will send events (the MQTT sink's Home
+    /// Assistant discovery announces their entities before their first event; the gallery's
+    /// identities are read from `gallery`).
+    pub fn start_announcing(config: &SinksConfig, gallery: &Path, cameras: &[String]) -> Result<Self, SinkError> {
         let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
         if config.stdout {
             sinks.push(Box::new(StdoutSink::new()));
@@ -119,7 +127,15 @@ impl Sinks {
             sinks.push(Box::new(SqliteSink::open(gallery, c)?));
         }
         if let Some(c) = &config.mqtt {
-            sinks.push(Box::new(MqttSink::connect(c)?));
+            let identities: Vec<String> = if c.discovery && gallery.exists() {
+                crate::gallery::Gallery::open(gallery, crate::gallery::OpenMode::MustExist, None)
+                    .and_then(|g| g.list())
+                    .map(|list| list.into_iter().map(|i| i.name).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            sinks.push(Box::new(MqttSink::connect_announcing(c, cameras, &identities)?));
         }
         if let Some(c) = &config.webhook {
             sinks.push(Box::new(WebhookSink::new(c)?));

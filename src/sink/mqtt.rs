@@ -2,7 +2,10 @@
 //! `<topic_prefix>/<camera>/events` with the configured QoS, not retained. Availability lives on
 //! `<topic_prefix>/<client_id>/availability`, retained: the broker publishes the last will
 //! `offline` when the connection dies, the sink publishes `online` on every (re)connect and
-//! `offline` before a clean disconnect at shutdown.
+//! `offline` before a clean disconnect at shutdown. With `discovery` (the default), Home
+//! Assistant's MQTT discovery messages and entity states go out too ([`super::hass`]); they are
+//! only sent while connected (configs again on every connect and when Home Assistant says
+//! `online`), so they never take an event's place in `offline_queue`.
 //!
 //! A thread (`sink-mqtt-conn`) drives the connection. On an error it logs (at most one warning per
 //! 10 s), sleeps with backoff (0.1 s doubling to 5 s) and polls again, which reconnects.
@@ -23,6 +26,7 @@
 //! system's CA bundle (`SSL_CERT_FILE`, or the usual Debian, Fedora and Alpine paths) read here,
 //! because rumqttc's own platform-roots loader panics when it finds no certificates.
 
+use super::hass::{Discovery, Message};
 use super::{EventSink, SinkError, WarnLimiter};
 use crate::config::MqttSinkConfig;
 use crate::event::TrackEvent;
@@ -89,12 +93,23 @@ pub struct MqttSink {
     link: Arc<MqttLink>,
     thread: Option<JoinHandle<()>>,
     undelivered: u64,
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl MqttSink {
     /// Starts the client and its connection thread. Fails only on configuration (an unreadable
     /// `ca_file`, a bad QoS): an unreachable broker is retried in the background.
     pub fn connect(config: &MqttSinkConfig) -> Result<Self, SinkError> {
+        Self::connect_announcing(config, &[], &[])
+    }
+
+    /// [`MqttSink::connect`], with Home Assistant discovery (when `config.discovery`) announcing
+    /// `cameras` and `identities` from the first connect on.
+    pub fn connect_announcing(
+        config: &MqttSinkConfig,
+        cameras: &[String],
+        identities: &[String],
+    ) -> Result<Self, SinkError> {
         let config_err = |message: String| SinkError::Config { sink: NAME, message };
         let qos = match config.qos {
             0 => QoS::AtMostOnce,
@@ -121,11 +136,12 @@ impl MqttSink {
         }
         let (client, connection) = Client::new(options, config.offline_queue.max(1) + CONTROL_ROOM);
         let link = Arc::new(MqttLink::default());
+        let discovery = config.discovery.then(|| Arc::new(Discovery::new(config, &availability, cameras, identities)));
         let thread = {
-            let (client, link, topic) = (client.clone(), link.clone(), availability.clone());
+            let (client, link, topic, hass) = (client.clone(), link.clone(), availability.clone(), discovery.clone());
             std::thread::Builder::new()
                 .name("sink-mqtt-conn".to_owned())
-                .spawn(move || drive(connection, &client, &link, &topic, qos))
+                .spawn(move || drive(connection, &client, &link, &topic, qos, hass.as_deref()))
                 .map_err(|e| config_err(format!("cannot start the connection thread: {e}")))?
         };
         Ok(Self {
@@ -137,6 +153,7 @@ impl MqttSink {
             link,
             thread: Some(thread),
             undelivered: 0,
+            discovery,
         })
     }
 
@@ -192,6 +209,14 @@ impl EventSink for MqttSink {
         }
         let payload = serde_json::to_vec(event)
             .map_err(|e| SinkError::Permanent { sink: NAME, message: format!("cannot encode the event: {e}") })?;
+        if let Some(hass) = &self.discovery {
+            // Learned even while disconnected (announced at the next connect); sent only while
+            // connected: entity states are not worth an event's place in the offline queue.
+            let messages = hass.on_event(event);
+            if self.link.is_connected() {
+                send(&self.client, &self.link, self.qos, &messages);
+            }
+        }
         // Count before handing over: the connection thread may see the acknowledgement first.
         self.link.unacked.fetch_add(1, SeqCst);
         match self.client.try_publish(self.events_topic(&event.camera), self.qos, false, payload) {
@@ -231,9 +256,30 @@ impl Drop for MqttSink {
     }
 }
 
+/// Queues `messages` (counted as unacknowledged like events, so acknowledgements match); one
+/// that does not fit in the request queue is skipped (it is refreshed by the next event or
+/// connect).
+fn send(client: &Client, link: &MqttLink, qos: QoS, messages: &[Message]) {
+    for m in messages {
+        link.unacked.fetch_add(1, SeqCst);
+        if client.try_publish(m.topic.clone(), qos, m.retain, m.payload.clone()).is_err() {
+            link.acked();
+        }
+    }
+}
+
 /// The connection thread: polls rumqttc's event loop (which reconnects after an error), tracks
-/// acknowledgements and publishes `online` on each connect. Ends after the DISCONNECT at close.
-fn drive(mut connection: Connection, client: &Client, link: &MqttLink, availability: &str, qos: QoS) {
+/// acknowledgements and publishes `online` on each connect (with Home Assistant discovery: the
+/// entity configs, and again when Home Assistant says `online`). Ends after the DISCONNECT at
+/// close.
+fn drive(
+    mut connection: Connection,
+    client: &Client,
+    link: &MqttLink,
+    availability: &str,
+    qos: QoS,
+    hass: Option<&Discovery>,
+) {
     let mut warn = WarnLimiter::new(Duration::from_secs(10));
     let mut backoff = Duration::from_millis(100);
     for notification in connection.iter() {
@@ -247,6 +293,18 @@ fn drive(mut connection: Connection, client: &Client, link: &MqttLink, availabil
                 if client.try_publish(availability, qos, true, "online").is_err() {
                     link.acked();
                     warn.warn(NAME, &"could not queue the `online` availability message");
+                }
+                if let Some(hass) = hass {
+                    send(client, link, qos, &hass.configs());
+                    if client.try_subscribe(hass.status_topic(), QoS::AtLeastOnce).is_err() {
+                        warn.warn(NAME, &"could not subscribe to Home Assistant's status topic");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(hass) = hass.filter(|h| p.topic == h.status_topic() && &p.payload[..] == b"online") {
+                    log::info!("sink mqtt: Home Assistant is online: discovery published again");
+                    send(client, link, qos, &hass.configs());
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => link.acked(),

@@ -125,6 +125,57 @@ impl EventSink for SqliteSink {
     }
 }
 
+/// Which stored events to read back ([`query`]): every filter is optional; newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub camera: Option<String>,
+    pub identity: Option<String>,
+    /// `"match"` or `"unknown"`.
+    pub kind: Option<String>,
+    /// Events whose visit was last seen at or after this time (Unix milliseconds).
+    pub since_ms: Option<u64>,
+    /// Events whose visit was last seen before this time (Unix milliseconds).
+    pub until_ms: Option<u64>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// Reads stored events (each the event's own JSON, as the sinks received it), newest first, with
+/// its row id. For readers with a connection of their own (the HTTP API), never the sink's.
+pub fn query(conn: &Connection, q: &EventQuery) -> rusqlite::Result<Vec<(i64, serde_json::Value)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, json FROM events
+         WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR identity = ?2) AND (?3 IS NULL OR event = ?3)
+           AND (?4 IS NULL OR last_seen_ms >= ?4) AND (?5 IS NULL OR last_seen_ms < ?5)
+         ORDER BY id DESC LIMIT ?6 OFFSET ?7",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            q.camera,
+            q.identity,
+            q.kind,
+            q.since_ms.map(to_i64),
+            q.until_ms.map(to_i64),
+            i64::from(q.limit),
+            to_i64(q.offset)
+        ],
+        |r| {
+            let json: String = r.get(1)?;
+            let value = serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json));
+            Ok((r.get(0)?, value))
+        },
+    )?;
+    rows.collect()
+}
+
+/// Events stored after row `after` (oldest first, at most `limit`): what a reader tailing the
+/// table has not seen yet.
+pub fn newer_than(conn: &Connection, after: i64, limit: u32) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, json FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt.query_map(params![after, i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
 /// A locked or busy database, a full disk or an I/O error may pass; anything else will not.
 fn classify(e: rusqlite::Error) -> SinkError {
     let transient = matches!(
@@ -172,6 +223,27 @@ mod tests {
         assert_eq!(json["track"], 7);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn stored_events_read_back_filtered_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let mut sink = SqliteSink::open(&path, &SqliteSinkConfig::default()).unwrap();
+        for (camera, track) in [("door", 1), ("yard", 2), ("door", 3)] {
+            sink.deliver(&event(camera, track)).unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let tracks = |q: &EventQuery| -> Vec<u64> {
+            query(&conn, q).unwrap().iter().map(|(_, e)| e["track"].as_u64().unwrap()).collect()
+        };
+        let all = EventQuery { limit: 10, ..Default::default() };
+        assert_eq!(tracks(&all), [3, 2, 1]);
+        assert_eq!(tracks(&EventQuery { camera: Some("door".into()), ..all.clone() }), [3, 1]);
+        assert_eq!(tracks(&EventQuery { limit: 1, offset: 1, ..all.clone() }), [2]);
+        assert_eq!(tracks(&EventQuery { until_ms: Some(0), ..all.clone() }), Vec::<u64>::new());
+        let ids: Vec<i64> = newer_than(&conn, 1, 10).unwrap().iter().map(|r| r.0).collect();
+        assert_eq!(ids, [2, 3]);
     }
 
     #[test]

@@ -28,12 +28,17 @@ pub fn recognizer() -> &'static Recognizer {
     REC.get_or_init(|| Recognizer::load(&Config::default()).expect("the committed models load"))
 }
 
+/// What the tests give `farsight run`'s HTTP server (`FARSIGHT_HTTP_BIND`): loopback, any free
+/// port, so runs in parallel never clash on the default 8080.
+pub const HTTP_ANY_PORT: &str = "127.0.0.1:0";
+
 /// Runs the real binary with `args`.
 pub fn farsight(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_farsight"))
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("FARSIGHT_CONFIG")
+        .env("FARSIGHT_HTTP_BIND", HTTP_ANY_PORT)
         .output()
         .expect("the farsight binary runs")
 }
@@ -102,6 +107,7 @@ impl Daemon {
         let log = dir.join(format!("farsight-{}.log", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_farsight"))
             .args(args)
+            .env("FARSIGHT_HTTP_BIND", HTTP_ANY_PORT)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("FARSIGHT_CONFIG")

@@ -276,6 +276,7 @@ fn non_utf8_paths_work_for_run_and_are_stored_losslessly_by_enroll() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_farsight"))
         .args(["run", "--gallery", g.to_str().unwrap(), "--source"])
         .arg(&odd)
+        .env("FARSIGHT_HTTP_BIND", crate::common::HTTP_ANY_PORT)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -10,6 +10,7 @@ mod faults;
 mod fuzz_corpus;
 mod golden;
 mod hostile;
+mod http;
 mod live;
 mod recognition;
 mod service;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A plausible final event of track `track` on `camera`, last seen now.
-fn event(camera: &str, track: u64) -> TrackEvent {
+pub fn event(camera: &str, track: u64) -> TrackEvent {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     TrackEvent {
         event: TrackDecision::Unknown,

@@ -258,3 +258,81 @@ fn mqtt_sink_without_a_broker_never_blocks_publish_and_closes_quickly() {
     // Two held (never acknowledged), the rest dropped at once or for the full queue.
     assert_eq!(summary, vec![SinkSummary { name: "mqtt".into(), delivered: 0, dropped: 100, finished: true }]);
 }
+
+/// The JSON of the next message on `topic`.
+fn json_on(sub: &Subscriber, topic: &str) -> (serde_json::Value, Msg) {
+    let m = sub.next_on(topic, Duration::from_secs(20));
+    let v = serde_json::from_str(&m.payload).unwrap_or_else(|e| panic!("{topic}: not JSON ({e}): {}", m.payload));
+    (v, m)
+}
+
+#[test]
+fn home_assistant_discovery_is_published_parses_and_follows_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = Broker::start_free(dir.path());
+    let sub = Subscriber::start(port, "farsight-test-ha", false, &["homeassistant/#", "farsight/#"]);
+    let mqtt = MqttSinkConfig { port, client_id: "box1".into(), ..Default::default() };
+    let sink = MqttSink::connect_announcing(&mqtt, &["door".to_owned()], &["Ada Lovelace".to_owned()]).unwrap();
+    let link = sink.link();
+    let sinks = Sinks::from_sinks(vec![Box::new(sink)], &quiet_config()).unwrap();
+    wait_until(Duration::from_secs(20), "the sink to connect", || link.is_connected());
+
+    // One device, the camera's event entity and last-identity sensor, the identity's sensor: each
+    // retained, with the keys Home Assistant's MQTT discovery documents.
+    let (door, _) = json_on(&sub, "homeassistant/event/box1/door_face/config");
+    let kept: serde_json::Value =
+        serde_json::from_str(&retained(port, "homeassistant/event/box1/door_face/config")).unwrap();
+    assert_eq!(kept, door, "configs are retained");
+    assert_eq!(door["event_types"], serde_json::json!(["match", "unknown"]));
+    assert_eq!(door["state_topic"], "farsight/door/face");
+    let (sensor, _) = json_on(&sub, "homeassistant/sensor/box1/door_last_identity/config");
+    let ada = farsight::sink::hass::slug("Ada Lovelace");
+    let (person, _) = json_on(&sub, &format!("homeassistant/sensor/box1/person_{ada}/config"));
+    for entity in [&door, &sensor, &person] {
+        for key in ["name", "unique_id", "state_topic", "availability_topic", "payload_available", "device"] {
+            assert!(!entity[key].is_null(), "{key} missing: {entity}");
+        }
+        assert_eq!(entity["availability_topic"], "farsight/box1/availability");
+        assert_eq!(entity["device"]["identifiers"], serde_json::json!(["farsight_box1"]), "one device per box");
+    }
+    let uniques: std::collections::HashSet<&str> =
+        [&door, &sensor, &person].iter().map(|e| e["unique_id"].as_str().unwrap()).collect();
+    assert_eq!(uniques.len(), 3);
+
+    // A match decision fires the camera's event entity and updates both sensors.
+    let mut e = event("door", 5);
+    e.event = farsight::event::TrackDecision::Match;
+    e.phase = farsight::event::Phase::Decision;
+    e.update = true;
+    e.identity = "Ada Lovelace".into();
+    sinks.publish(e.clone());
+    let (fired, _) = json_on(&sub, "farsight/door/face");
+    assert_eq!((fired["event_type"].as_str(), fired["identity"].as_str()), (Some("match"), Some("Ada Lovelace")));
+    assert_eq!(sub.next_on("farsight/door/last_identity", Duration::from_secs(20)).payload, "Ada Lovelace");
+    let last_camera = format!("farsight/identities/{ada}/last_camera");
+    assert_eq!(sub.next_on(&last_camera, Duration::from_secs(20)).payload, "door");
+    assert_eq!(retained(port, &last_camera), "door");
+
+    // A camera first seen in an event is announced before its state.
+    sinks.publish(event("yard", 6));
+    let (yard, _) = json_on(&sub, "homeassistant/event/box1/yard_face/config");
+    assert_eq!(yard["state_topic"], "farsight/yard/face");
+    let (fired, _) = json_on(&sub, "farsight/yard/face");
+    assert_eq!(fired["event_type"], "unknown");
+
+    // Home Assistant restarts: it says `online`, and every config is published again.
+    let (ha, mut ha_connection) = Client::new(MqttOptions::new("farsight-test-ha-status", "127.0.0.1", port), 4);
+    ha.try_publish("homeassistant/status", QoS::AtLeastOnce, false, "online").unwrap();
+    std::thread::spawn(move || {
+        for n in ha_connection.iter().take(20) {
+            if n.is_err() {
+                return;
+            }
+        }
+    });
+    let (again, _) = json_on(&sub, "homeassistant/event/box1/door_face/config");
+    assert_eq!(again, door);
+    let (yard_again, _) = json_on(&sub, "homeassistant/event/box1/yard_face/config");
+    assert_eq!(yard_again, yard, "cameras learned from events are announced again too");
+    drop(sinks.close(Duration::from_secs(5)));
+}

@@ -1,0 +1,24 @@
+//! The operator's HTTP server, inside the farsight binary: health and readiness probes,
+//! Prometheus metrics, and a JSON API over the gallery (list, enroll photos, rename, delete),
+//! recognition of an uploaded photo, and the stored and live events (README "HTTP API").
+//!
+//! It runs beside the pipeline (`farsight run`) or alone (`farsight serve`) on a small tokio
+//! runtime of its own ([`Server`]), so it never takes the pipeline's threads; the pipeline shows it
+//! readiness and counters through [`LiveState`](crate::stats::LiveState) and new events through
+//! the [`Hub`], neither of which ever blocks the publisher.
+//!
+//! Files: `config` the `[http]` section, `server` the runtime, router and request guard (token,
+//! shutdown, limits), `api` the gallery and identify routes, `events` the events routes and the
+//! hub, `metrics` the Prometheus families, `error` the JSON errors.
+
+mod api;
+mod config;
+mod error;
+mod events;
+mod metrics;
+mod server;
+
+pub use config::{HttpConfig, DEFAULT_BIND, MIN_TOKEN_CHARS};
+pub use error::{ApiError, HttpError};
+pub use events::{Hub, MAX_PAGE};
+pub use server::{Server, ServerContext};
