@@ -307,13 +307,14 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
     let photo = images::load(&image, &config.images)
         .with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
     let rec = load_recognizer(config)?;
-    // Time the detector the config does not select too, so both choices have figures.
-    let other_kind = match config.detector.kind {
-        DetectorKind::Centerface => DetectorKind::Retinaface,
-        DetectorKind::Retinaface => DetectorKind::Centerface,
-    };
-    let other = Detector::load(&config.models_dir, DetectorConfig { kind: other_kind, ..config.detector.clone() })?;
-    let report = farsight::bench::run(&rec, &[&other], &photo, iterations)?;
+    // Time the detectors the config does not select too, so every choice has figures.
+    let others = [DetectorKind::Centerface, DetectorKind::Retinaface, DetectorKind::Yunet]
+        .into_iter()
+        .filter(|&k| k != config.detector.kind)
+        .map(|kind| Detector::load(&config.models_dir, DetectorConfig { kind, ..config.detector.clone() }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let others: Vec<&Detector> = others.iter().collect();
+    let report = farsight::bench::run(&rec, &others, &photo, iterations)?;
     println!("{:<36} {:>10} {:>10} {:>12}", "stage", "median ms", "p90 ms", "x reference");
     for s in &report.stages {
         println!("{:<36} {:>10.2} {:>10.2} {:>12.2}", s.stage, s.median_ms, s.p90_ms, s.ratio_to_reference);
