@@ -52,6 +52,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench { iterations, models: Some(manifest), json, profile, .. } => {
             bench_models(&manifest, iterations, json.as_deref(), profile)
         }
+        Command::Bench { iterations, detectors, dataset, pairs, folds, sizes, faces, seed, json, .. }
+            if !detectors.is_empty() =>
+        {
+            let study = farsight::bench::regions::RegionStudy {
+                dataset,
+                pairs,
+                folds: eval::parse_folds(&folds)?,
+                sizes,
+                faces,
+                detectors,
+                iterations,
+                seed,
+            };
+            bench_regions(&config, &study, json.as_deref())
+        }
+        Command::Bench { json: Some(_), .. } => {
+            anyhow::bail!("--json needs --models or --detectors (the stage benchmark prints only)")
+        }
         Command::Bench { image, iterations, .. } => bench(&config, image, iterations),
         Command::ExportAligned { dataset, pairs, exclude_folds, out } => {
             let rec = load_recognizer(&config)?;
@@ -338,6 +356,18 @@ fn bench_models(manifest: &Path, iterations: usize, json: Option<&Path>, profile
     print!("{}", farsight::bench::format_models(&rows));
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn bench_regions(config: &Config, study: &farsight::bench::regions::RegionStudy, json: Option<&Path>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let report = farsight::bench::regions::run(study, &config.models_dir, &config.detector)?;
+    print!("{}", farsight::bench::regions::format(&report));
+    eprintln!("studied in {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
