@@ -325,20 +325,28 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
     let photo = images::load(&image, &config.images)
         .with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
     let rec = load_recognizer(config)?;
-    // Time the detectors the config does not select too, so every choice has figures.
-    let others = [DetectorKind::Centerface, DetectorKind::Retinaface, DetectorKind::Yunet]
-        .into_iter()
-        .filter(|&k| k != config.detector.kind)
-        .map(|kind| Detector::load(&config.models_dir, DetectorConfig { kind, ..config.detector.clone() }))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Time the detectors the config does not select too, so every choice has figures; one whose
+    // file is missing or unusable is listed as skipped, as a missing restorer is.
+    let (mut others, mut skipped_detectors) = (Vec::new(), Vec::new());
+    for kind in [DetectorKind::Centerface, DetectorKind::Retinaface, DetectorKind::Yunet] {
+        if kind == config.detector.kind {
+            continue;
+        }
+        match Detector::load(&config.models_dir, DetectorConfig { kind, ..config.detector.clone() }) {
+            Ok(d) => others.push(d),
+            Err(e) => skipped_detectors.push((format!("detect {kind:?}"), e.to_string())),
+        }
+    }
     let others: Vec<&Detector> = others.iter().collect();
     let report = farsight::bench::run(&rec, &others, &photo, iterations)?;
     println!("{:<36} {:>10} {:>10} {:>12}", "stage", "median ms", "p90 ms", "x reference");
     for s in &report.stages {
         println!("{:<36} {:>10.2} {:>10.2} {:>12.2}", s.stage, s.median_ms, s.p90_ms, s.ratio_to_reference);
     }
-    for s in &report.skipped {
-        println!("{:<36} {:>10} {:>10} {:>12}  ({})", s.stage, "skipped", "-", "-", s.reason);
+    let skipped =
+        report.skipped.iter().map(|s| (&s.stage, &s.reason)).chain(skipped_detectors.iter().map(|(s, r)| (s, r)));
+    for (stage, reason) in skipped {
+        println!("{stage:<36} {:>10} {:>10} {:>12}  ({reason})", "skipped", "-", "-");
     }
     println!(
         "reference workload (192^3 f32 matmul) median {:.2} ms; end to end {:.2} images/s; {} iterations",
