@@ -1,9 +1,10 @@
 //! Face detection: letterboxes a frame into the detector's input, runs the model, decodes boxes and
 //! the five landmarks back into frame coordinates, and suppresses overlaps (NaN-safe NMS).
-//! Three detectors ship (see `models/MODELS.md`): CenterFace (default: best on 12-25 px faces,
-//! most accurate landmarks), RetinaFace-MobileNet0.25 (about 3x faster, misses the smallest faces
-//! unless the frame is upscaled) and YuNet (OpenCV zoo 2023mar, 7x fewer multiply-adds than
-//! CenterFace). All three give the five landmarks in the same order (the subject's right eye,
+//! Three detectors ship (see `models/MODELS.md`, "Detector notes"): CenterFace (the default
+//! photo detector, `[detector] kind`: best landmarks for aligning full-size faces),
+//! RetinaFace-MobileNet0.25 (about 3x faster, misses the smallest faces unless magnified) and
+//! YuNet (OpenCV zoo 2023mar, 7x fewer multiply-adds than CenterFace; the default streaming region
+//! detector, `[scene] detector`: as good on magnified 10-16 px faces at a quarter of the CPU). All three give the five landmarks in the same order (the subject's right eye,
 //! left eye, nose, right and left mouth corners: image-left first), the order `align.rs` expects.
 
 use crate::geometry::{Landmarks, Letterbox, Point, Rect};
