@@ -13,6 +13,9 @@ Outputs:
   tests/golden/sface_aaron_eckhart_0001_crop69.json (+ .png: the exact 112x112 input, lossless)
   tests/golden/centerface_aaron_eckhart_0001.json
   tests/golden/ftlgan_abdullah_gul_0001_* (after target/release/farsight is built: it aligns the face)
+  tests/golden/yunet_aaron_eckhart_0001.json (+ .bin: all 12 raw outputs)
+
+`python3 models/golden.py yunet` (or any of sface, centerface, ftlgan) writes only those.
 """
 import hashlib
 import json
@@ -118,6 +121,61 @@ def centerface(rgb):
     })
 
 
+YUNET_STRIDES = (8, 16, 32)
+
+
+def yunet(rgb):
+    """YuNet 2023mar on the same photo zero-padded bottom/right to 256x256, **BGR** 0..255 (what
+    OpenCV's FaceDetectorYN feeds it); every raw output, and the best face decoded as
+    FaceDetectorYN decodes it (checked once against cv2.FaceDetectorYN 4.13.0 on this input:
+    identical box, landmarks and score)."""
+    model = os.path.join(HERE, "yunet.onnx")
+    h, w, _ = rgb.shape
+    H, W = 256, 256
+    padded = np.zeros((H, W, 3), np.uint8)
+    padded[:h, :w] = rgb
+    x = padded[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)[None].copy()  # BGR
+    # The file fixes 1x3x640x640 and its outputs' cell counts; make them symbolic for onnxruntime.
+    m = onnx.load(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        for i in ((2, 3) if vi.name == "input" else (1,)):
+            dims[i].dim_param = f"{vi.name}_d{i}"
+    sess = session(m.SerializeToString())
+    names = [o.name for o in sess.get_outputs()]
+    outs = sess.run(names, {"input": x})
+    best = None
+    for k, s in enumerate(YUNET_STRIDES):
+        cls, obj, bbox, kps = outs[k][0, :, 0], outs[3 + k][0, :, 0], outs[6 + k][0], outs[9 + k][0]
+        fw = W // s
+        assert cls.shape == ((H // s) * fw,), (names[k], cls.shape)
+        score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+        i = int(np.argmax(score))
+        if best is None or score[i] > best["score"]:
+            r, c = divmod(i, fw)
+            cx, cy = (c + bbox[i, 0]) * s, (r + bbox[i, 1]) * s
+            bw, bh = np.exp(bbox[i, 2]) * s, np.exp(bbox[i, 3]) * s
+            best = {"score": float(score[i]), "stride": s, "cell_rc": [r, c],
+                    "box_x1y1x2y2": [float(v) for v in (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)],
+                    "landmarks_xy": [float(v) for j in range(5)
+                                     for v in ((c + kps[i, 2 * j]) * s, (r + kps[i, 2 * j + 1]) * s)]}
+    raw = "yunet_aaron_eckhart_0001.bin"
+    np.concatenate([o.astype("<f4").ravel() for o in outs]).tofile(os.path.join(OUT_DIR, raw))
+    print(f"wrote tests/golden/{raw}")
+    write("yunet_aaron_eckhart_0001.json", {
+        "model": "models/yunet.onnx",
+        "model_sha256": sha256_file(model),
+        "input": ("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg decoded to RGB (250x250), zero-padded "
+                  "bottom/right to 256x256, channels reversed to BGR, float32 NCHW 1x3x256x256 raw "
+                  "0..255, input 'input'"),
+        "input_u8_sha256": hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest(),
+        "outputs": names,
+        "output_shapes": [list(o.shape) for o in outs],
+        "raw": raw + ": every output flattened, in the order of 'outputs', little-endian float32",
+        "best": best,
+    })
+
+
 FTLGAN_FACE = "Abdullah_Gul_0001"  # an LFW training identity (fold 2)
 
 
@@ -163,9 +221,15 @@ def main():
         return 1
     rgb = np.asarray(Image.open(IMAGE).convert("RGB"))
     assert rgb.shape == (250, 250, 3), rgb.shape
-    sface(rgb)
-    centerface(rgb)
-    ftlgan()
+    only = set(sys.argv[1:]) or {"sface", "centerface", "ftlgan", "yunet"}
+    if "sface" in only:
+        sface(rgb)
+    if "centerface" in only:
+        centerface(rgb)
+    if "ftlgan" in only:
+        ftlgan()
+    if "yunet" in only:
+        yunet(rgb)
     return 0
 
 

@@ -5,6 +5,10 @@
 //! timed interleaved in the same process: the ratio is what to compare between runs and machines.
 //! `farsight bench --models FILE` ([`models`]) times single model files on given input tensors
 //! instead, for `scripts/bench/models.py`, which compares them with onnxruntime.
+//! `farsight bench --detectors` ([`regions`]) measures recall by face size against cost for the
+//! region detectors.
+
+pub mod regions;
 
 use crate::align::{downsample, Alignment, ALIGNED_SIZE};
 use crate::detect::Detector;

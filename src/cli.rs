@@ -1,6 +1,7 @@
 //! Command-line definitions (clap). Each subcommand maps to one function in `commands.rs`.
 
 use clap::{Parser, Subcommand};
+use farsight::detect::DetectorKind;
 use farsight::eval::Mode;
 use farsight::restore::RestoreKind;
 use std::path::PathBuf;
@@ -147,8 +148,32 @@ pub enum Command {
         /// (what `scripts/bench/models.py` writes to compare tract with onnxruntime).
         #[arg(long)]
         models: Option<PathBuf>,
-        /// With --models: write the timings as JSON to this file.
-        #[arg(long, requires = "models")]
+        /// Recall by face size against cost for these region detectors instead (comma-separated;
+        /// issue 14's table): LFW photos pasted into 640x480 frames with faces 10-24 px wide,
+        /// searched as the streaming pipeline searches windows and frames, with and without 2x
+        /// magnification. Prints Markdown tables (see scripts/bench/README.md).
+        #[arg(long, value_delimiter = ',', conflicts_with = "models")]
+        detectors: Vec<DetectorKind>,
+        /// With --detectors: LFW-layout dataset folder.
+        #[arg(long, default_value = "../shared/datasets/lfw")]
+        dataset: PathBuf,
+        /// With --detectors: LFW pairs file (the identities of --folds are used).
+        #[arg(long, default_value = "../shared/datasets/lfw-pairs.txt")]
+        pairs: PathBuf,
+        /// With --detectors: folds whose identities are pasted.
+        #[arg(long, default_value = "6-10")]
+        folds: String,
+        /// With --detectors: face widths in frame pixels.
+        #[arg(long, value_delimiter = ',', default_value = "10,12,14,16,20,24")]
+        sizes: Vec<u32>,
+        /// With --detectors: faces (photos) per size.
+        #[arg(long, default_value_t = 240)]
+        faces: usize,
+        /// With --detectors: seed of the background and the paste jitter.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// With --models or --detectors: write the results as JSON to this file.
+        #[arg(long)]
         json: Option<PathBuf>,
         /// With --models: also time every node of each plan (tract's operators, slowest first).
         #[arg(long, requires = "models")]

@@ -53,6 +53,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench { iterations, models: Some(manifest), json, profile, .. } => {
             bench_models(&manifest, iterations, json.as_deref(), profile)
         }
+        Command::Bench { iterations, detectors, dataset, pairs, folds, sizes, faces, seed, json, .. }
+            if !detectors.is_empty() =>
+        {
+            let study = farsight::bench::regions::RegionStudy {
+                dataset,
+                pairs,
+                folds: eval::parse_folds(&folds)?,
+                sizes,
+                faces,
+                detectors,
+                iterations,
+                seed,
+            };
+            bench_regions(&config, &study, json.as_deref())
+        }
+        Command::Bench { json: Some(_), .. } => {
+            anyhow::bail!("--json needs --models or --detectors (the stage benchmark prints only)")
+        }
         Command::Bench { image, iterations, .. } => bench(&config, image, iterations),
         Command::ExportAligned { dataset, pairs, exclude_folds, out } => {
             let rec = load_recognizer(&config)?;
@@ -308,19 +326,28 @@ fn bench(config: &Config, image: Option<PathBuf>, iterations: usize) -> Result<(
     let photo = images::load(&image, &config.images)
         .with_context(|| "benchmark image (fetch the samples with scripts/fetch-samples.sh)")?;
     let rec = load_recognizer(config)?;
-    // Time the detector the config does not select too, so both choices have figures.
-    let other_kind = match config.detector.kind {
-        DetectorKind::Centerface => DetectorKind::Retinaface,
-        DetectorKind::Retinaface => DetectorKind::Centerface,
-    };
-    let other = Detector::load(&config.models_dir, DetectorConfig { kind: other_kind, ..config.detector.clone() })?;
-    let report = farsight::bench::run(&rec, &[&other], &photo, iterations)?;
+    // Time the detectors the config does not select too, so every choice has figures; one whose
+    // file is missing or unusable is listed as skipped, as a missing restorer is.
+    let (mut others, mut skipped_detectors) = (Vec::new(), Vec::new());
+    for kind in [DetectorKind::Centerface, DetectorKind::Retinaface, DetectorKind::Yunet] {
+        if kind == config.detector.kind {
+            continue;
+        }
+        match Detector::load(&config.models_dir, DetectorConfig { kind, ..config.detector.clone() }) {
+            Ok(d) => others.push(d),
+            Err(e) => skipped_detectors.push((format!("detect {kind:?}"), e.to_string())),
+        }
+    }
+    let others: Vec<&Detector> = others.iter().collect();
+    let report = farsight::bench::run(&rec, &others, &photo, iterations)?;
     println!("{:<36} {:>10} {:>10} {:>12}", "stage", "median ms", "p90 ms", "x reference");
     for s in &report.stages {
         println!("{:<36} {:>10.2} {:>10.2} {:>12.2}", s.stage, s.median_ms, s.p90_ms, s.ratio_to_reference);
     }
-    for s in &report.skipped {
-        println!("{:<36} {:>10} {:>10} {:>12}  ({})", s.stage, "skipped", "-", "-", s.reason);
+    let skipped =
+        report.skipped.iter().map(|s| (&s.stage, &s.reason)).chain(skipped_detectors.iter().map(|(s, r)| (s, r)));
+    for (stage, reason) in skipped {
+        println!("{stage:<36} {:>10} {:>10} {:>12}  ({reason})", "skipped", "-", "-");
     }
     println!(
         "reference workload (192^3 f32 matmul) median {:.2} ms; end to end {:.2} images/s; {} iterations",
@@ -338,6 +365,18 @@ fn bench_models(manifest: &Path, iterations: usize, json: Option<&Path>, profile
     print!("{}", farsight::bench::format_models(&rows));
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn bench_regions(config: &Config, study: &farsight::bench::regions::RegionStudy, json: Option<&Path>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let report = farsight::bench::regions::run(study, &config.models_dir, &config.detector)?;
+    print!("{}", farsight::bench::regions::format(&report));
+    eprintln!("studied in {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

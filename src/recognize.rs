@@ -4,7 +4,7 @@
 
 use crate::align::{Alignment, ALIGNED_SIZE};
 use crate::config::Config;
-use crate::detect::{DetectError, Detector, Face};
+use crate::detect::{DetectError, Detector, DetectorConfig, Face};
 use crate::embed::{EmbedError, Embedder, Embedding};
 use crate::event::{FaceEvent, UNKNOWN};
 use crate::gallery::Snapshot;
@@ -51,6 +51,8 @@ pub struct Prepared {
 /// The loaded models and the restoration policy.
 pub struct Recognizer {
     detector: Detector,
+    /// The streaming pipeline's region detector (`scene.detector`) when it is not `detector`.
+    region_detector: Option<Detector>,
     embedder: Embedder,
     restorer: Box<dyn Restorer>,
     restore_below: f32,
@@ -62,6 +64,7 @@ impl std::fmt::Debug for Recognizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recognizer")
             .field("detector", &self.detector)
+            .field("region_detector", &self.region_detector)
             .field("embedder", &self.embedder)
             .field("restorer", &self.restorer.name())
             .field("restore_below", &self.restore_below)
@@ -82,19 +85,27 @@ pub enum LoadError {
 }
 
 impl Recognizer {
-    /// Loads the detector, the embedder and the restorers named by `config` and checks each on a
-    /// probe input, so a bad model file fails here, at start. The restorers are built once and
-    /// shared by every thread that uses this recognizer.
+    /// Loads the detector, the embedder, the restorers and the streaming region detector
+    /// (`scene.detector`, when it is another kind than `detector.kind`; same thresholds) named by
+    /// `config` and checks each on a probe input, so a bad model file fails here, at start. The
+    /// restorers are built once and shared by every thread that uses this recognizer.
     pub fn load(config: &Config) -> Result<Self, LoadError> {
         let detector = Detector::load(&config.models_dir, config.detector.clone())?;
         let embedder = Embedder::load(&config.models_dir)?;
         let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
+        let restorer = build(config.restore.method)?;
+        let fallback = build(config.restore.fallback)?;
+        let region_detector = match config.scene.detector {
+            kind if kind == config.detector.kind => None,
+            kind => Some(Detector::load(&config.models_dir, DetectorConfig { kind, ..config.detector.clone() })?),
+        };
         Ok(Self {
             detector,
+            region_detector,
             embedder,
-            restorer: build(config.restore.method)?,
+            restorer,
             restore_below: config.restore.below_px,
-            fallback: build(config.restore.fallback)?,
+            fallback,
             models_dir: config.models_dir.clone(),
         })
     }
@@ -109,8 +120,16 @@ impl Recognizer {
         &self.models_dir
     }
 
+    /// The detector for whole photos and frames (`enroll`, `identify`, `eval`, image folders):
+    /// `detector.kind`.
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    /// The detector the streaming pipeline runs on its windows (`scene.detector`): YuNet by
+    /// default, see `SceneConfig::detector`.
+    pub fn region_detector(&self) -> &Detector {
+        self.region_detector.as_ref().unwrap_or(&self.detector)
     }
 
     pub fn embedder(&self) -> &Embedder {

@@ -12,7 +12,7 @@
 //! the track's worst kept shot, or when the track has not been checked for `recheck_frames`
 //! (a different person stepping into the same place), within a per-track budget.
 
-use crate::detect::{nms, DetectError, Detector, Face};
+use crate::detect::{nms, DetectError, Detector, DetectorKind, Face};
 use crate::geometry::Rect;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -30,10 +30,21 @@ const OVERLAP: f32 = 128.0;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SceneConfig {
+    /// The detector run on the windows (the region detector); `detector.kind` stays the detector
+    /// for whole photos (enroll, identify, eval). YuNet by default: in `farsight bench
+    /// --detectors` (scripts/bench/README.md) it finds as many 10-16 px faces as CenterFace in a
+    /// magnified track window (0.98-1.00) at a quarter of the CPU, and in a full 640x480 frame
+    /// without magnification 96% of 12 px faces where CenterFace finds 17%, at a fifth of the
+    /// CPU. CenterFace stays the photo detector because its landmarks align full-size faces
+    /// better (d' 6.19 vs 5.65 at 112 px on 400 LFW pairs).
+    pub detector: DetectorKind,
     /// A live track's window is its predicted face box grown to this many face widths.
     pub track_window: f32,
     /// Track windows whose face is narrower than this (frame pixels) are magnified 2x before
-    /// detection (CenterFace finds 31% of 12 px faces, all of 24 px ones).
+    /// detection. In a 2.5-face window at 1x YuNet finds 31% of 12 px faces, 81% at 14, 95% at
+    /// 16, 99% at 20; magnified, 98-100% from 10 px up. Below ~19 px the magnified window
+    /// still fits the smallest tile (96), so magnifying costs almost nothing; from 20 to 24 px it
+    /// moves to the 128 tile (about +1 ms with YuNet).
     pub upscale_below_px: f32,
     /// Motion regions already covered by track windows are searched every this many frames
     /// (new movement outside every window is searched at once).
@@ -54,6 +65,7 @@ pub struct SceneConfig {
 impl Default for SceneConfig {
     fn default() -> Self {
         Self {
+            detector: DetectorKind::Yunet,
             track_window: 2.5,
             upscale_below_px: 24.0,
             scan_motion_every: 5,

@@ -88,7 +88,7 @@ fn look(cx: &WorkerContext<'_>, frame: &Frame) -> Result<(Vec<Sighting>, SearchP
     if windows.is_empty() {
         return Ok((Vec::new(), SearchPlan::default()));
     }
-    let (faces, mut search) = scene::detect(cx.rec.detector(), &frame.image, &windows)?;
+    let (faces, mut search) = scene::detect(cx.rec.region_detector(), &frame.image, &windows)?;
     search.full_scan = frame.motion.scan;
     let mut sightings = Vec::with_capacity(faces.len());
     for face in faces {

@@ -148,7 +148,7 @@ fn a_wrong_model_file_is_refused_at_start() {
     // The detector file standing in for the embedder: it loads as ONNX but breaks the contract.
     let dir = tempfile::tempdir().unwrap();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    for f in ["centerface.onnx", "retinaface-mnet025.onnx"] {
+    for f in ["centerface.onnx", "retinaface-mnet025.onnx", "yunet.onnx"] {
         std::fs::copy(models.join(f), dir.path().join(f)).unwrap();
     }
     std::fs::copy(models.join("retinaface-mnet025.onnx"), dir.path().join("sface.onnx")).unwrap();
@@ -163,11 +163,11 @@ fn a_wrong_model_file_is_refused_at_start() {
     assert!(stderr(&out).contains("models/fetch.py"), "{}", stderr(&out));
 }
 
-/// A models folder with the committed detector and embedder, a config pointing at it with
+/// A models folder with the committed detectors (photos and regions) and embedder, a config pointing at it with
 /// `restore.method = "ftlgan"`, and `ftlgan` as given (`None`: no ftlgan.onnx at all).
 fn ftlgan_config(dir: &Path, ftlgan: Option<&[u8]>) -> std::path::PathBuf {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    for f in ["centerface.onnx", "sface.onnx"] {
+    for f in ["centerface.onnx", "yunet.onnx", "sface.onnx"] {
         std::fs::copy(models.join(f), dir.join(f)).unwrap();
     }
     if let Some(bytes) = ftlgan {
@@ -214,7 +214,7 @@ fn a_missing_ftlgan_model_names_the_training_steps() {
 fn bench_skips_a_missing_ftlgan_model_with_a_note() {
     let dir = tempfile::tempdir().unwrap();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    for f in ["centerface.onnx", "retinaface-mnet025.onnx", "sface.onnx", "ftlgan-fp32.onnx"] {
+    for f in ["centerface.onnx", "retinaface-mnet025.onnx", "yunet.onnx", "sface.onnx", "ftlgan-fp32.onnx"] {
         std::fs::copy(models.join(f), dir.path().join(f)).unwrap();
     }
     let cfg = dir.path().join("f.toml");

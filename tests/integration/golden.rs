@@ -170,3 +170,93 @@ fn ftlgan_restorers_in_tract_match_onnxruntime() {
         assert!(whole <= 3.0 / 255.0, "{file}: the restorer's own pre-processing drifted: {}", whole * 255.0);
     }
 }
+
+/// YuNet (`models/golden.py yunet`): the Aaron photo zero-padded bottom/right to 256x256, BGR
+/// 0..255. (1) tract's 12 raw outputs against onnxruntime's: max |diff| 2e-3 when our JPEG decode
+/// gives Pillow's pixels, else 0.1 (scores are sigmoids in 0..1, box/landmark offsets are in
+/// stride units, so 0.1 is under a pixel at stride 8); (2) the full detector (centred padding,
+/// decoding, NMS, inverse letterbox) finds the golden face: score within 0.02, box corners and
+/// landmarks within 8% of the face width. That is loose on purpose: the face scores 0.921 at
+/// stride 8 and 0.916 at stride 32, whose boxes differ by 4 px and landmarks by up to 6 px, and
+/// the 3 px centring shift (plus JPEG decoders) decides which wins NMS. The decoding itself is
+/// checked exactly on the golden raw outputs by the unit test in `src/detect.rs`.
+#[test]
+fn yunet_in_tract_matches_onnxruntime_and_the_detector_decodes_its_face() {
+    use farsight::detect::{DetectorConfig, DetectorKind};
+    let g = golden("yunet_aaron_eckhart_0001.json");
+    let file = model("yunet.onnx");
+    assert_eq!(file.sha256(), g["model_sha256"].as_str().unwrap(), "yunet.onnx changed: re-run models/golden.py yunet");
+    let img = image::open(lfw_image("Aaron_Eckhart", 1)).unwrap().into_rgb8();
+    let same_pixels = sha256_hex(img.as_raw()) == g["input_u8_sha256"].as_str().unwrap();
+    let mut padded = image::RgbImage::new(256, 256);
+    image::imageops::replace(&mut padded, &img, 0, 0);
+    for p in padded.pixels_mut() {
+        p.0.reverse(); // BGR
+    }
+    let out = file.plan(&[1, 3, 256, 256]).unwrap().run(nchw(&padded, 256, 256)).unwrap();
+    let shapes: Vec<Vec<usize>> = out.iter().map(|o| o.shape.clone()).collect();
+    let want_shapes: Vec<Vec<usize>> = g["output_shapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect())
+        .collect();
+    assert_eq!(shapes, want_shapes, "output order or layout changed");
+    let bytes = std::fs::read(golden_dir().join("yunet_aaron_eckhart_0001.bin")).unwrap();
+    let want: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let got: Vec<f32> = out.into_iter().flat_map(|o| o.data).collect();
+    assert_eq!(got.len(), want.len());
+    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("yunet raw outputs: max |diff| {max_diff:.2e} (same input pixels: {same_pixels})");
+    assert!(max_diff < if same_pixels { 2e-3 } else { 0.1 }, "max |diff| {max_diff}");
+
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let det =
+        farsight::detect::Detector::load(&models, DetectorConfig { kind: DetectorKind::Yunet, ..Default::default() })
+            .unwrap();
+    let faces = det.detect(&img).unwrap();
+    let best = faces.first().expect("yunet finds the face");
+    let gb = &g["best"];
+    let score = gb["score"].as_f64().unwrap() as f32;
+    assert!((best.score - score).abs() < 0.02, "score {} vs {score}", best.score);
+    let b = floats(&gb["box_x1y1x2y2"]);
+    let tol = 0.08 * (b[2] - b[0]);
+    let ours = [best.rect.x, best.rect.y, best.rect.x + best.rect.w, best.rect.y + best.rect.h];
+    for (o, t) in ours.iter().zip(&b) {
+        assert!((o - t).abs() < tol, "box {ours:?} vs golden {b:?}");
+    }
+    let lm = floats(&gb["landmarks_xy"]);
+    for (i, p) in best.landmarks.iter().enumerate() {
+        assert!((p.x - lm[2 * i]).abs() < tol && (p.y - lm[2 * i + 1]).abs() < tol, "landmark {i}: {p:?}");
+    }
+}
+
+/// YuNet against CenterFace (the default, whose landmarks `align.rs` was built on) on LFW photos:
+/// the same face (box IoU > 0.5) and the same five points in the same order, each within 10% of
+/// the face width (swapped eyes or mouth corners would be off by a third of the face).
+#[test]
+fn yunet_finds_the_same_face_and_landmarks_as_centerface() {
+    use farsight::detect::{DetectorConfig, DetectorKind};
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let yunet =
+        farsight::detect::Detector::load(&models, DetectorConfig { kind: DetectorKind::Yunet, ..Default::default() })
+            .unwrap();
+    for (name, n) in [("Aaron_Eckhart", 1), ("Tony_Blair", 1), ("Serena_Williams", 1), ("George_W_Bush", 2)] {
+        let img = image::open(lfw_image(name, n)).unwrap().into_rgb8();
+        let y = yunet.detect(&img).unwrap();
+        let c = recognizer().detector().detect(&img).unwrap();
+        let (y, c) = (y.first().expect("yunet finds the face"), c.first().expect("centerface finds the face"));
+        let mut worst = 0f32;
+        for (i, (p, q)) in y.landmarks.iter().zip(&c.landmarks).enumerate() {
+            let d = ((p.x - q.x).powi(2) + (p.y - q.y).powi(2)).sqrt();
+            worst = worst.max(d / c.rect.w);
+            assert!(d < 0.1 * c.rect.w, "{name}: landmark {i} differs by {d:.1} px: {p:?} vs {q:?}");
+        }
+        let iou = y.rect.iou(&c.rect);
+        eprintln!(
+            "{name}: yunet vs centerface box IoU {iou:.2}, worst landmark {:.1}% of the face width",
+            100.0 * worst
+        );
+        assert!(iou > 0.5, "{name}: boxes {:?} vs {:?}", y.rect, c.rect);
+    }
+}
