@@ -4,8 +4,9 @@
 //! photo detector, `[detector] kind`: best landmarks for aligning full-size faces),
 //! RetinaFace-MobileNet0.25 (about 3x faster, misses the smallest faces unless magnified) and
 //! YuNet (OpenCV zoo 2023mar, 7x fewer multiply-adds than CenterFace; the default streaming region
-//! detector, `[scene] detector`: as good on magnified 10-16 px faces at a quarter of the CPU). All three give the five landmarks in the same order (the subject's right eye,
-//! left eye, nose, right and left mouth corners: image-left first), the order `align.rs` expects.
+//! detector, `[scene] detector`: as good on magnified 12-16 px faces at a quarter of the CPU).
+//! All three give the five landmarks in the same order (the subject's right eye, left eye, nose,
+//! right and left mouth corners: image-left first), the order `align.rs` expects.
 
 use crate::geometry::{Landmarks, Letterbox, Point, Rect};
 use crate::model::{ModelError, ModelFile, Plan};

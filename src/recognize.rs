@@ -86,7 +86,7 @@ pub enum LoadError {
 
 impl Recognizer {
     /// Loads the detector, the embedder, the restorers and the streaming region detector
-    /// (`scene.detector`, when it is another kind than `detector.kind`; same thresholds) named by
+    /// (`scene.detector` with `scene.region_threshold`, unless that is `detector` itself) named by
     /// `config` and checks each on a probe input, so a bad model file fails here, at start. The
     /// restorers are built once and shared by every thread that uses this recognizer.
     pub fn load(config: &Config) -> Result<Self, LoadError> {
@@ -95,10 +95,13 @@ impl Recognizer {
         let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
         let restorer = build(config.restore.method)?;
         let fallback = build(config.restore.fallback)?;
-        let region_detector = match config.scene.detector {
-            kind if kind == config.detector.kind => None,
-            kind => Some(Detector::load(&config.models_dir, DetectorConfig { kind, ..config.detector.clone() })?),
+        let region = DetectorConfig {
+            kind: config.scene.detector,
+            score_threshold: config.scene.region_threshold(config.detector.score_threshold),
+            ..config.detector.clone()
         };
+        let region_detector =
+            if region == config.detector { None } else { Some(Detector::load(&config.models_dir, region)?) };
         Ok(Self {
             detector,
             region_detector,

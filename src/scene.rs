@@ -34,15 +34,22 @@ pub struct SceneConfig {
     /// for whole photos (enroll, identify, eval). YuNet by default: in `farsight bench
     /// --detectors` (scripts/bench/README.md) it finds as many 10-16 px faces as CenterFace in a
     /// magnified track window (0.98-1.00) at a quarter of the CPU, and in a full 640x480 frame
-    /// without magnification 96% of 12 px faces where CenterFace finds 17%, at a fifth of the
-    /// CPU. CenterFace stays the photo detector because its landmarks align full-size faces
+    /// without magnification 57% of 12 px faces (96% at threshold 0.5) where CenterFace finds
+    /// 17%, at a fifth of the CPU. CenterFace stays the photo detector because its landmarks align full-size faces
     /// better (d' 6.19 vs 5.65 at 112 px on 400 LFW pairs).
     pub detector: DetectorKind,
+    /// Minimum score of the region detector. Unset: 0.8 for YuNet, `detector.score_threshold`
+    /// for the other kinds ([`SceneConfig::region_threshold`]). YuNet scores true faces far
+    /// higher than CenterFace does: on the 1920x1080 main-stream bench video (12-24 px faces) 95%
+    /// of its hits score above 0.88 while its other detections (6-10 px boxes beside a face, and
+    /// the photos' background people) score 0.51-0.82; at 0.5 they became 40 "unknown" visits
+    /// instead of CenterFace's 8, at 0.8 the hits keep 874 of 877.
+    pub score_threshold: Option<f32>,
     /// A live track's window is its predicted face box grown to this many face widths.
     pub track_window: f32,
     /// Track windows whose face is narrower than this (frame pixels) are magnified 2x before
-    /// detection. In a 2.5-face window at 1x YuNet finds 31% of 12 px faces, 81% at 14, 95% at
-    /// 16, 99% at 20; magnified, 98-100% from 10 px up. Below ~19 px the magnified window
+    /// detection. In a 2.5-face window at 1x YuNet (threshold 0.8) finds 5% of 12 px faces, 49%
+    /// at 14, 76% at 16, 96% at 20, 99% at 24; magnified, 98-100% from 12 px up (0.94 at 10). Below ~19 px the magnified window
     /// still fits the smallest tile (96), so magnifying costs almost nothing; from 20 to 24 px it
     /// moves to the 128 tile (about +1 ms with YuNet).
     pub upscale_below_px: f32,
@@ -66,6 +73,7 @@ impl Default for SceneConfig {
     fn default() -> Self {
         Self {
             detector: DetectorKind::Yunet,
+            score_threshold: None,
             track_window: 2.5,
             upscale_below_px: 24.0,
             scan_motion_every: 5,
@@ -78,7 +86,22 @@ impl Default for SceneConfig {
 }
 
 impl SceneConfig {
+    /// The region detector's score threshold: `score_threshold`, else 0.8 for YuNet, else
+    /// `photo_threshold` (`detector.score_threshold`).
+    pub fn region_threshold(&self, photo_threshold: f32) -> f32 {
+        match (self.score_threshold, self.detector) {
+            (Some(t), _) => t,
+            (None, DetectorKind::Yunet) => 0.8,
+            (None, _) => photo_threshold,
+        }
+    }
+
     pub fn validate(&self, p: &mut Vec<String>) {
+        if let Some(t) = self.score_threshold {
+            if !(t > 0.0 && t < 1.0) {
+                p.push(format!("scene.score_threshold = {t} must be between 0 and 1"));
+            }
+        }
         if !(self.track_window >= 1.5 && self.track_window <= 20.0) {
             p.push(format!("scene.track_window = {} must be between 1.5 and 20 face widths", self.track_window));
         }
@@ -340,6 +363,19 @@ mod tests {
             embeds: 0,
             last_embedded: 0,
         }
+    }
+
+    #[test]
+    fn the_region_threshold_is_yunets_own_unless_set() {
+        let mut c = SceneConfig::default();
+        assert_eq!(c.region_threshold(0.5), 0.8, "YuNet scores true faces 0.88+");
+        c.detector = DetectorKind::Centerface;
+        assert_eq!(c.region_threshold(0.5), 0.5, "other kinds follow [detector]");
+        c.score_threshold = Some(0.6);
+        assert_eq!(c.region_threshold(0.5), 0.6);
+        let mut problems = Vec::new();
+        SceneConfig { score_threshold: Some(1.5), ..SceneConfig::default() }.validate(&mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]
