@@ -33,7 +33,19 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Gallery { gallery, action } => gallery_admin(&config, gallery, action, cli.quiet),
         Command::Identify { gallery, images } => identify(&config, gallery, &images),
-        Command::Eval { dataset, pairs, folds, sizes, restorers, modes, json, roc, threads, max_pairs_per_fold } => {
+        Command::Eval {
+            dataset,
+            pairs,
+            folds,
+            sizes,
+            restorers,
+            embedders,
+            modes,
+            json,
+            roc,
+            threads,
+            max_pairs_per_fold,
+        } => {
             let folds = folds.as_deref().map(eval::parse_folds).transpose()?.unwrap_or_default();
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let opts = EvalOptions {
@@ -42,6 +54,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 folds,
                 sizes,
                 restorers,
+                embedders,
                 modes,
                 max_pairs_per_fold,
                 threads,
@@ -145,7 +158,7 @@ fn enroll(
                 continue;
             }
         };
-        match rec.single_face(&img, opts.largest)? {
+        match rec.single_face_template(&img, opts.largest)? {
             Ok(obs) => {
                 let r = obs.face.rect;
                 if !opts.quiet {
@@ -266,7 +279,8 @@ fn identify(config: &Config, gallery: Option<PathBuf>, paths: &[PathBuf]) -> Res
             println!("{}: no face found", p.display());
         }
         for (i, obs) in observations.iter().enumerate() {
-            let e = to_event(obs, &snapshot, m.threshold, m.top_k, &p.display().to_string(), 0);
+            let threshold = farsight::recognize::threshold_for(config, obs.embedder);
+            let e = to_event(obs, &snapshot, threshold, m.top_k, &p.display().to_string(), 0);
             let cands: Vec<String> = e.candidates.iter().map(|c| format!("{} {:.3}", c.name, c.score)).collect();
             println!(
                 "{}: face {} ({:.0} px{}): {} | candidates: {}",

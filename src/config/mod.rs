@@ -10,6 +10,7 @@ pub use live::{
 };
 
 use crate::detect::DetectorConfig;
+use crate::embed::EmbedConfig;
 use crate::restore::RestoreKind;
 use crate::service::ServiceConfig;
 use crate::source::images::ImageLimits;
@@ -67,6 +68,7 @@ pub struct Config {
     pub gallery: PathBuf,
     pub detector: DetectorConfig,
     pub restore: RestoreConfig,
+    pub embed: EmbedConfig,
     #[serde(rename = "match")]
     pub matching: MatchConfig,
     /// The cameras `farsight run` reads (`[[camera]]`); `--source` replaces them.
@@ -89,6 +91,7 @@ impl Default for Config {
             gallery: default_gallery(),
             detector: DetectorConfig::default(),
             restore: RestoreConfig::default(),
+            embed: EmbedConfig::default(),
             matching: MatchConfig::default(),
             cameras: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -225,6 +228,7 @@ impl Config {
         if self.matching.top_k == 0 || self.matching.top_k > 100 {
             p.push(format!("match.top_k = {} must be between 1 and 100", self.matching.top_k));
         }
+        self.embed.validate(&mut p);
         self.images.validate(&mut p);
         self.service.validate(&mut p);
         self.scene.validate(&mut p);

@@ -17,7 +17,7 @@ fn matcher(people: &[(&str, usize)]) -> Matcher {
     for &(name, axis) in people {
         g.enroll(name, &id, &[NewTemplate { vector: unit(axis, 0.0), source: "t".into(), face_px: 100.0 }]).unwrap();
     }
-    Matcher { snapshot: Arc::new(g.snapshot().unwrap()), threshold: 0.363, top_k: 3 }
+    Matcher { snapshot: Arc::new(g.snapshot().unwrap()), threshold: 0.363, small_face_threshold: 0.363, top_k: 3 }
 }
 
 fn sighting(x: f32, axis: usize, mix: f32, quality: f32) -> Sighting {
@@ -29,7 +29,13 @@ fn sighting(x: f32, axis: usize, mix: f32, quality: f32) -> Sighting {
         landmarks: [p(12.0, 20.0), p(28.0, 20.0), p(20.0, 30.0), p(14.0, 40.0), p(26.0, 40.0)],
     };
     Sighting::embedded(
-        Observation { face, aligned_px: 50.0, restorer: None, embedding: unit(axis, mix) },
+        Observation {
+            face,
+            aligned_px: 50.0,
+            restorer: None,
+            embedder: crate::embed::EmbedderKind::Sface,
+            embedding: unit(axis, mix),
+        },
         quality,
         None,
     )
