@@ -4,6 +4,7 @@
 use crate::cli::{Cli, Command, GalleryAction};
 use anyhow::{bail, Context, Result};
 use farsight::detect::{Detector, DetectorConfig, DetectorKind};
+use farsight::embed::EmbedderKind;
 use farsight::eval::{self, EvalOptions};
 use farsight::gallery::NewTemplate;
 use farsight::recognize::{to_event, Recognizer};
@@ -283,11 +284,16 @@ fn identify(config: &Config, gallery: Option<PathBuf>, paths: &[PathBuf]) -> Res
             let e = to_event(obs, &snapshot, threshold, m.top_k, &p.display().to_string(), 0);
             let cands: Vec<String> = e.candidates.iter().map(|c| format!("{} {:.3}", c.name, c.score)).collect();
             println!(
-                "{}: face {} ({:.0} px{}): {} | candidates: {}",
+                "{}: face {} ({:.0} px{}{}): {} | candidates: {}",
                 p.display(),
                 i + 1,
                 e.face_px,
                 if e.restored { ", restored" } else { "" },
+                if obs.embedder == EmbedderKind::Sface {
+                    String::new()
+                } else {
+                    format!(", small-face embedder {}", obs.embedder)
+                },
                 e.identity,
                 if cands.is_empty() { "none (empty gallery)".to_owned() } else { cands.join(", ") }
             );

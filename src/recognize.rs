@@ -117,6 +117,7 @@ impl Recognizer {
         let detector = Detector::load(&config.models_dir, config.detector.clone())?;
         let embedder = Embedder::load(&config.models_dir)?;
         let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
+        let (restorer, fallback) = (build(config.restore.method)?, build(config.restore.fallback)?);
         let small_face = match config.embed.small_face() {
             Some(kind) => Some(SmallFace {
                 embedder: Embedder::load_kind(&config.models_dir, kind).map_err(LoadError::SmallFaceEmbedder)?,
@@ -129,9 +130,9 @@ impl Recognizer {
         Ok(Self {
             detector,
             embedder,
-            restorer: build(config.restore.method)?,
+            restorer,
             restore_below: config.restore.below_px,
-            fallback: build(config.restore.fallback)?,
+            fallback,
             small_face,
             models_dir: config.models_dir.clone(),
         })

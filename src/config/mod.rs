@@ -339,6 +339,25 @@ mod tests {
     }
 
     #[test]
+    fn small_face_keys_are_validated_with_their_line() {
+        let text = "version = 1\n[embed]\nsmall_face_embedder = \"lrembed\"\nsmall_face_below_px = 200\n\
+                    small_face_threshold = 1.5\n";
+        let err = Config::parse(text, Path::new("f.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("expected Invalid, got {err}") };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("line 4: embed.small_face_below_px = 200"), "{problems:?}");
+        assert!(problems[1].starts_with("line 5: embed.small_face_threshold = 1.5"), "{problems:?}");
+        let err = Config::parse("version = 1\n[embed]\nsmall_face_embedder = \"lrembd\"\n", Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lrembd") && err.contains("sface") && err.contains("lrembed"), "{err}");
+        let off =
+            Config::parse("version = 1\n[embed]\nsmall_face_embedder = \"sface\"\n", Path::new("f.toml")).unwrap();
+        assert_eq!(off.embed.small_face(), None, "sface turns the small-face path off");
+        assert_eq!(Config::default().embed.small_face(), Some(crate::embed::EmbedderKind::Lrembed));
+    }
+
+    #[test]
     fn every_bad_value_is_reported() {
         let err =
             Config::parse("version = 2\n[detector]\nscore_threshold = 1.5\n[match]\ntop_k = 0\n", Path::new("f.toml"))

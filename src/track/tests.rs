@@ -268,3 +268,35 @@ fn unembedded_sightings_follow_a_track_by_its_predicted_box_and_never_open_one()
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].event.frames_seen, events[0].event.frames_used), (20, 2));
 }
+
+#[test]
+fn a_track_of_small_face_shots_is_decided_with_the_small_face_threshold() {
+    // A score of ~0.30 against alice's template: below match.threshold, above the small-face one.
+    let mut m = matcher(&[("alice", 0)]);
+    m.small_face_threshold = 0.25;
+    let cam: Arc<str> = "door".into();
+    let small = |seq: u64| {
+        let mut s = sighting(10.0 + 4.0 * seq as f32, 0, 3.2, 0.5);
+        s.embedder = crate::embed::EmbedderKind::Lrembed;
+        s
+    };
+    let score = cosine(&unit(0, 3.2), &unit(0, 0.0));
+    assert!(score > 0.25 && score < 0.363, "{score}");
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    for seq in 0..10 {
+        events.extend(t.update(&cam, stamp(seq), vec![small(seq)], &m));
+    }
+    events.extend(t.update(&cam, stamp(40), vec![], &m));
+    let last = &events.last().expect("a final event").event;
+    assert_eq!((last.event, last.identity.as_str()), (TrackDecision::Match, "alice"));
+    assert_eq!(last.best_shot.embedder.as_deref(), Some("lrembed"));
+    // The same scores from SFace shots: match.threshold holds, the face is unknown.
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    for seq in 0..10 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(10.0 + 4.0 * seq as f32, 0, 3.2, 0.5)], &m));
+    }
+    events.extend(t.update(&cam, stamp(40), vec![], &m));
+    assert_eq!(events.last().expect("a final event").event.event, TrackDecision::Unknown);
+}
