@@ -249,6 +249,7 @@ fn events(dir: &Path) {
             aligned_px: 23.4,
             restored: true,
             restorer: Some("ftlgan".into()),
+            embedder: None,
             detector_score: 0.87,
             quality: 0.42,
             crop: Some("farsight-crops/door-17.png".into()),

@@ -197,11 +197,12 @@ def ensure(m):
     print(f"wrote    {rel(out)} ({len(data)} bytes, sha256 {got})")
 
 
-# Our own models: trained by the steps in models/ftlgan/ (see MODELS.md) and committed, not
+# Our own models: trained by the steps in models/ftlgan/ and models/lrembed/ (see MODELS.md) and committed, not
 # fetched. fetch.py only verifies them.
 TRAINED = [
     {"out": "ftlgan.onnx", "sha256": "0744644ab220e3b728fe7d50a9be885b417e86763b6aaefa4b005de0a1248ca4"},
     {"out": "ftlgan-fp32.onnx", "sha256": "3006fd3922e9a24c1722d02f68c4522ef33787f78dbbb5cca0cdefea557cfcc2"},
+    {"out": "lrembed.onnx", "sha256": "3f64fb6855f79183154dfb31778023f60190c3803b6d18a32a50ce55fb351dc8"},
 ]
 
 

@@ -14,8 +14,9 @@ Outputs:
   tests/golden/centerface_aaron_eckhart_0001.json
   tests/golden/ftlgan_abdullah_gul_0001_* (after target/release/farsight is built: it aligns the face)
   tests/golden/yunet_aaron_eckhart_0001.json (+ .bin: all 12 raw outputs)
+  tests/golden/lrembed_abdullah_gul_0001_14px.json (lrembed on the ftlgan golden's 14 px bicubic input)
 
-`python3 models/golden.py yunet` (or any of sface, centerface, ftlgan) writes only those.
+`python3 models/golden.py yunet` (or any of sface, centerface, ftlgan, lrembed) writes only those.
 """
 import hashlib
 import json
@@ -215,13 +216,39 @@ def ftlgan():
     write(f"ftlgan_{FTLGAN_FACE.lower()}_14px.json", meta)
 
 
+def lrembed():
+    """The small-face embedder's golden: onnxruntime's raw `fc1` of models/lrembed.onnx on the
+    ftlgan golden's input (the aligned face box-downsampled to 14x14, PIL bicubic back to 112:
+    exactly lrembed's contract, RGB 0..255 NCHW), plus SFace's on the full-resolution aligned face
+    (what lrembed was trained to land near)."""
+    face = FTLGAN_FACE.lower()
+    up = np.asarray(Image.open(os.path.join(OUT_DIR, f"ftlgan_{face}_14px_bicubic.png")).convert("RGB"))
+    aligned = np.asarray(Image.open(os.path.join(OUT_DIR, f"ftlgan_{face}_aligned.png")).convert("RGB"))
+    path = os.path.join(HERE, "lrembed.onnx")
+    emb = session(path).run(["fc1"], {"data": up.astype(np.float32).transpose(2, 0, 1)[None].copy()})[0]
+    assert emb.shape == (1, 128), emb.shape
+    full = session(os.path.join(HERE, "sface.onnx")).run(
+        ["fc1"], {"data": aligned.astype(np.float32).transpose(2, 0, 1)[None].copy()})[0]
+    write(f"lrembed_{face}_14px.json", {
+        "model": "models/lrembed.onnx",
+        "model_sha256": sha256_file(path),
+        "input": f"tests/golden/ftlgan_{face}_14px_bicubic.png, RGB 0..255, NCHW 'data'",
+        "input_u8_sha256": hashlib.sha256(np.ascontiguousarray(up).tobytes()).hexdigest(),
+        "embedding": [float(v) for v in emb[0]],
+        "sface_full_resolution": [float(v) for v in full[0]],
+    })
+
+
 def main():
+    if sys.argv[1:] == ["lrembed"]:
+        lrembed()
+        return 0
     if not os.path.exists(IMAGE):
         print(f"error: {IMAGE} not found (set FARSIGHT_GOLDEN_IMAGE)", file=sys.stderr)
         return 1
     rgb = np.asarray(Image.open(IMAGE).convert("RGB"))
     assert rgb.shape == (250, 250, 3), rgb.shape
-    only = set(sys.argv[1:]) or {"sface", "centerface", "ftlgan", "yunet"}
+    only = set(sys.argv[1:]) or {"sface", "centerface", "ftlgan", "yunet", "lrembed"}
     if "sface" in only:
         sface(rgb)
     if "centerface" in only:
@@ -230,6 +257,8 @@ def main():
         ftlgan()
     if "yunet" in only:
         yunet(rgb)
+    if "lrembed" in only:
+        lrembed()
     return 0
 
 

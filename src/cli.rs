@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use farsight::detect::DetectorKind;
-use farsight::eval::Mode;
-use farsight::restore::RestoreKind;
+use farsight::embed::EmbedderKind;
+use farsight::eval::{EvalRestore, Mode};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -118,9 +118,13 @@ pub enum Command {
         /// Probe face sizes in pixels.
         #[arg(long, value_delimiter = ',', default_value = "7,14,28,56,112")]
         sizes: Vec<u32>,
-        /// Restorers to compare.
+        /// Restorers to compare; `shipped` is what `farsight run` does with the config (restore
+        /// policy and small-face path together; its rows say "restore": "shipped").
         #[arg(long = "restore", value_delimiter = ',', default_value = "none,bicubic")]
-        restorers: Vec<RestoreKind>,
+        restorers: Vec<EvalRestore>,
+        /// Probe embedders crossed with every restorer but `shipped` (references are always SFace).
+        #[arg(long = "embedder", value_delimiter = ',', default_value = "sface")]
+        embedders: Vec<EmbedderKind>,
         /// crop: degrade the aligned face; frame: shrink the whole image and detect (comma-separated).
         #[arg(long = "mode", value_delimiter = ',', default_value = "crop")]
         modes: Vec<Mode>,

@@ -4,6 +4,7 @@
 use crate::cli::{Cli, Command, GalleryAction};
 use anyhow::{bail, Context, Result};
 use farsight::detect::{Detector, DetectorConfig, DetectorKind};
+use farsight::embed::EmbedderKind;
 use farsight::eval::{self, EvalOptions};
 use farsight::gallery::NewTemplate;
 use farsight::recognize::{to_event, Recognizer};
@@ -34,7 +35,19 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Gallery { gallery, action } => gallery_admin(&config, gallery, action, cli.quiet),
         Command::Identify { gallery, images } => identify(&config, gallery, &images),
-        Command::Eval { dataset, pairs, folds, sizes, restorers, modes, json, roc, threads, max_pairs_per_fold } => {
+        Command::Eval {
+            dataset,
+            pairs,
+            folds,
+            sizes,
+            restorers,
+            embedders,
+            modes,
+            json,
+            roc,
+            threads,
+            max_pairs_per_fold,
+        } => {
             let folds = folds.as_deref().map(eval::parse_folds).transpose()?.unwrap_or_default();
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let opts = EvalOptions {
@@ -43,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 folds,
                 sizes,
                 restorers,
+                embedders,
                 modes,
                 max_pairs_per_fold,
                 threads,
@@ -164,7 +178,7 @@ fn enroll(
                 continue;
             }
         };
-        match rec.single_face(&img, opts.largest)? {
+        match rec.single_face_template(&img, opts.largest)? {
             Ok(obs) => {
                 let r = obs.face.rect;
                 if !opts.quiet {
@@ -285,14 +299,20 @@ fn identify(config: &Config, gallery: Option<PathBuf>, paths: &[PathBuf]) -> Res
             println!("{}: no face found", p.display());
         }
         for (i, obs) in observations.iter().enumerate() {
-            let e = to_event(obs, &snapshot, m.threshold, m.top_k, &p.display().to_string(), 0);
+            let threshold = farsight::recognize::threshold_for(config, obs.embedder);
+            let e = to_event(obs, &snapshot, threshold, m.top_k, &p.display().to_string(), 0);
             let cands: Vec<String> = e.candidates.iter().map(|c| format!("{} {:.3}", c.name, c.score)).collect();
             println!(
-                "{}: face {} ({:.0} px{}): {} | candidates: {}",
+                "{}: face {} ({:.0} px{}{}): {} | candidates: {}",
                 p.display(),
                 i + 1,
                 e.face_px,
                 if e.restored { ", restored" } else { "" },
+                if obs.embedder == EmbedderKind::Sface {
+                    String::new()
+                } else {
+                    format!(", small-face embedder {}", obs.embedder)
+                },
                 e.identity,
                 if cands.is_empty() { "none (empty gallery)".to_owned() } else { cands.join(", ") }
             );

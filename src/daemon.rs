@@ -191,6 +191,11 @@ pub fn reload(started: &Config, new: Config) -> Result<Reloaded, Problems> {
     differs("gallery", started.gallery != new.gallery);
     differs("[detector]", started.detector != new.detector);
     differs("[restore]", started.restore != new.restore);
+    differs(
+        "[embed] small-face embedder",
+        (started.embed.small_face_embedder, started.embed.small_face_below_px)
+            != (new.embed.small_face_embedder, new.embed.small_face_below_px),
+    );
     differs("[pipeline]", started.pipeline != new.pipeline);
     differs("[sinks]", started.sinks != new.sinks);
     differs("[images]", started.images != new.images);
@@ -203,6 +208,7 @@ pub fn reload(started: &Config, new: Config) -> Result<Reloaded, Problems> {
     };
     Ok(Reloaded {
         threshold: new.matching.threshold,
+        small_face_threshold: new.embed.small_face_threshold,
         top_k: new.matching.top_k,
         track: new.track,
         crops: new.crops,

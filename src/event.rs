@@ -33,6 +33,9 @@ pub struct FaceEvent {
     /// Whether the face was restored before embedding, and by which restorer.
     pub restored: bool,
     pub restorer: Option<String>,
+    /// The embedder that made the face's embedding: `"sface"`, or the small-face embedder
+    /// (`"lrembed"`) for a face below `embed.small_face_below_px`.
+    pub embedder: String,
     /// Detector confidence.
     pub detector_score: f32,
     /// The best gallery candidates, best first.
@@ -57,6 +60,7 @@ mod tests {
             aligned_px: 4.0,
             restored: true,
             restorer: Some("bicubic".into()),
+            embedder: "lrembed".into(),
             detector_score: 0.9,
             candidates: vec![],
         };
@@ -117,6 +121,10 @@ pub struct BestShot {
     pub aligned_px: f32,
     pub restored: bool,
     pub restorer: Option<String>,
+    /// The embedder that made this shot's embedding (`"sface"` or `"lrembed"`); absent in events
+    /// written before the small-face path existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
     pub detector_score: f32,
     /// Quality in [0, 1]: size, sharpness, detector score and frontal pose combined.
     pub quality: f32,

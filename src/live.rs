@@ -115,6 +115,7 @@ pub fn run(
         track: config.track.clone(),
         crops: config.crops.clone(),
         threshold: config.matching.threshold,
+        small_face_threshold: config.embed.small_face_threshold,
         top_k: config.matching.top_k,
         gallery: config.gallery.clone(),
         status_interval: Duration::from_secs_f32(config.pipeline.status_interval_s),

@@ -343,8 +343,15 @@ pub fn thread_cpu_ms() -> f64 {
 }
 
 /// Every model file farsight can load from its models folder (detectors, embedder, restorers).
-pub const KNOWN_FILES: &[&str] =
-    &["centerface.onnx", "retinaface-mnet025.onnx", "yunet.onnx", "sface.onnx", "ftlgan.onnx", "ftlgan-fp32.onnx"];
+pub const KNOWN_FILES: &[&str] = &[
+    "centerface.onnx",
+    "retinaface-mnet025.onnx",
+    "yunet.onnx",
+    "sface.onnx",
+    "ftlgan.onnx",
+    "ftlgan-fp32.onnx",
+    "lrembed.onnx",
+];
 
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {

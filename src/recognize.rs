@@ -1,11 +1,15 @@
 //! Recognition of still frames: detect -> align -> restore (small faces only) -> embed, and
 //! matching the embeddings against a gallery snapshot. `enroll`, `identify`, `run` over images and
 //! `eval` all go through [`Recognizer`], so they see faces exactly the same way.
+//!
+//! Which restorer and embedder a face takes depends only on its aligned size ([`Recognizer::route`]):
+//! below `embed.small_face_below_px` the small-face path (bicubic, then the small-face embedder),
+//! else `restore.method` / `restore.fallback` and SFace. Gallery templates always take SFace.
 
 use crate::align::{Alignment, ALIGNED_SIZE};
 use crate::config::Config;
 use crate::detect::{DetectError, Detector, DetectorConfig, Face};
-use crate::embed::{EmbedError, Embedder, Embedding};
+use crate::embed::{EmbedError, Embedder, EmbedderKind, Embedding};
 use crate::event::{FaceEvent, UNKNOWN};
 use crate::gallery::Snapshot;
 use crate::model::ModelError;
@@ -33,6 +37,8 @@ pub struct Observation {
     pub aligned_px: f32,
     /// The restorer's name when the face was restored.
     pub restorer: Option<String>,
+    /// The embedder that made `embedding` (both embedders make SFace-space vectors).
+    pub embedder: EmbedderKind,
     pub embedding: Embedding,
 }
 
@@ -57,7 +63,26 @@ pub struct Recognizer {
     restorer: Box<dyn Restorer>,
     restore_below: f32,
     fallback: Box<dyn Restorer>,
+    small_face: Option<SmallFace>,
     models_dir: PathBuf,
+}
+
+/// The small-face path: faces below `below` aligned px are upscaled by `upscale` (bicubic, the
+/// input the small-face embedder was trained on) and embedded by `embedder`.
+struct SmallFace {
+    embedder: Embedder,
+    kind: EmbedderKind,
+    below: f32,
+    upscale: Box<dyn Restorer>,
+}
+
+/// How a face of a given aligned size is restored and embedded ([`Recognizer::route`]).
+#[derive(Clone, Copy)]
+pub struct Route<'a> {
+    /// `None` for faces of 112 px or more, which are warped straight to 112x112.
+    pub restorer: Option<&'a dyn Restorer>,
+    pub embedder: &'a Embedder,
+    pub kind: EmbedderKind,
 }
 
 impl std::fmt::Debug for Recognizer {
@@ -69,6 +94,7 @@ impl std::fmt::Debug for Recognizer {
             .field("restorer", &self.restorer.name())
             .field("restore_below", &self.restore_below)
             .field("fallback", &self.fallback.name())
+            .field("small_face", &self.small_face.as_ref().map(|s| (s.kind, s.below)))
             .finish()
     }
 }
@@ -82,6 +108,8 @@ pub enum LoadError {
     Embedder(#[from] ModelError),
     #[error(transparent)]
     Restorer(ModelError),
+    #[error(transparent)]
+    SmallFaceEmbedder(ModelError),
 }
 
 impl Recognizer {
@@ -102,6 +130,15 @@ impl Recognizer {
         };
         let region_detector =
             if region == config.detector { None } else { Some(Detector::load(&config.models_dir, region)?) };
+        let small_face = match config.embed.small_face() {
+            Some(kind) => Some(SmallFace {
+                embedder: Embedder::load_kind(&config.models_dir, kind).map_err(LoadError::SmallFaceEmbedder)?,
+                kind,
+                below: config.embed.small_face_below_px,
+                upscale: build(RestoreKind::Bicubic)?,
+            }),
+            None => None,
+        };
         Ok(Self {
             detector,
             region_detector,
@@ -109,8 +146,42 @@ impl Recognizer {
             restorer,
             restore_below: config.restore.below_px,
             fallback,
+            small_face,
             models_dir: config.models_dir.clone(),
         })
+    }
+
+    /// The restorer and embedder a face spanning `aligned_px` frame pixels takes: the small-face
+    /// path below its size, else the restore policy (no restorer at 112 px or more) and SFace.
+    pub fn route(&self, aligned_px: f32) -> Route<'_> {
+        if aligned_px >= ALIGNED_SIZE as f32 {
+            return Route { restorer: None, embedder: &self.embedder, kind: EmbedderKind::Sface };
+        }
+        if let Some(s) = self.small_face.as_ref().filter(|s| aligned_px < s.below) {
+            return Route { restorer: Some(s.upscale.as_ref()), embedder: &s.embedder, kind: s.kind };
+        }
+        let restorer = if aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
+        Route { restorer: Some(restorer.as_ref()), embedder: &self.embedder, kind: EmbedderKind::Sface }
+    }
+
+    /// Aligned size below which the small-face path is taken (0 when it is off).
+    pub fn small_face_below(&self) -> f32 {
+        self.small_face.as_ref().map_or(0.0, |s| s.below)
+    }
+
+    /// The small-face embedder when the path is on (evaluation reuses it).
+    pub fn small_face_embedder(&self) -> Option<(EmbedderKind, &Embedder)> {
+        self.small_face.as_ref().map(|s| (s.kind, &s.embedder))
+    }
+
+    /// Loads an embedder from the same models folder (evaluation compares several); the ones
+    /// this recognizer already holds are shared, not loaded again.
+    pub fn load_embedder(&self, kind: EmbedderKind) -> Result<Embedder, ModelError> {
+        match (kind, &self.small_face) {
+            (EmbedderKind::Sface, _) => Ok(self.embedder.clone()),
+            (k, Some(s)) if s.kind == k => Ok(s.embedder.clone()),
+            (k, _) => Embedder::load_kind(&self.models_dir, k),
+        }
     }
 
     /// Builds another restorer from the same models folder (evaluation and benchmarks compare
@@ -168,12 +239,7 @@ impl Recognizer {
     }
 
     fn embed_face_aligned(&self, frame: &RgbImage, face: &Face) -> Result<(Observation, RgbImage), RecognizeError> {
-        let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
-        let aligned_px = alignment.native_size();
-        let restorer = if aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
-        let (aligned, restorer) = self.aligned_face(frame, &alignment, restorer.as_ref())?;
-        let embedding = self.embedder.embed(&aligned)?;
-        Ok((Observation { face: *face, aligned_px, restorer, embedding }, aligned))
+        self.finish(frame, &self.prepare(frame, face)?)
     }
 
     /// Aligns a detected face at its native size (cheap: no restoration, no model).
@@ -189,14 +255,50 @@ impl Recognizer {
     /// embedder saw. `frame` is the frame it was prepared from (a face of 112 px or more is
     /// warped from it straight to 112).
     pub fn finish(&self, frame: &RgbImage, p: &Prepared) -> Result<(Observation, RgbImage), RecognizeError> {
-        let (aligned, restorer) = if p.aligned_px >= ALIGNED_SIZE as f32 {
-            (p.alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?, None)
-        } else {
-            let restorer = if p.aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
-            (restorer.restore(&p.native)?, Some(restorer.name().to_owned()))
+        self.finish_routed(frame, p, self.route(p.aligned_px))
+    }
+
+    fn finish_routed(
+        &self,
+        frame: &RgbImage,
+        p: &Prepared,
+        route: Route<'_>,
+    ) -> Result<(Observation, RgbImage), RecognizeError> {
+        let (aligned, restorer) = match route.restorer {
+            None => (p.alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?, None),
+            Some(r) => (r.restore(&p.native)?, Some(r.name().to_owned())),
         };
-        let embedding = self.embedder.embed(&aligned)?;
-        Ok((Observation { face: p.face, aligned_px: p.aligned_px, restorer, embedding }, aligned))
+        let embedding = route.embedder.embed(&aligned)?;
+        let obs = Observation { face: p.face, aligned_px: p.aligned_px, restorer, embedder: route.kind, embedding };
+        Ok((obs, aligned))
+    }
+
+    /// Embeds an aligned face as `farsight run` would: `native` is the face warped at its native
+    /// size (`aligned_px` rounded, below 112), routed by [`Recognizer::route`]. Returns the
+    /// embedding and the embedder that made it (`farsight eval --restore shipped`, crop mode).
+    pub fn embed_native(
+        &self,
+        native: &RgbImage,
+        aligned_px: f32,
+    ) -> Result<(Embedding, EmbedderKind), RecognizeError> {
+        let route = self.route(aligned_px.min(ALIGNED_SIZE as f32 - 0.5));
+        let restorer = route.restorer.unwrap_or(self.fallback.as_ref());
+        Ok((route.embedder.embed(&restorer.restore(native)?)?, route.kind))
+    }
+
+    /// Embeds the face at `alignment` in `frame` as `farsight run` would (its size decides the
+    /// restorer and the embedder): `farsight eval --restore shipped`, frame mode.
+    pub fn embed_aligned(
+        &self,
+        frame: &RgbImage,
+        alignment: &Alignment,
+    ) -> Result<(Embedding, EmbedderKind), RecognizeError> {
+        let route = self.route(alignment.native_size());
+        let (face, _) = match route.restorer {
+            Some(r) => self.aligned_face(frame, alignment, r)?,
+            None => (alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?, None),
+        };
+        Ok((route.embedder.embed(&face)?, route.kind))
     }
 
     /// The 112x112 face the embedder sees: warped straight to 112 when the face is at least
@@ -218,9 +320,46 @@ impl Recognizer {
     }
 
     /// Embeds an image that must hold exactly one face (or, with `largest`, uses the largest).
-    /// The error says how many faces were found, for `enroll`'s messages.
+    /// The error says how many faces were found, for `enroll`'s messages. A small face takes the
+    /// small-face path, as in `identify`: use [`Recognizer::single_face_template`] to enroll.
     pub fn single_face(&self, frame: &RgbImage, largest: bool) -> Result<Result<Observation, usize>, RecognizeError> {
-        let mut obs = self.observe(frame)?;
+        self.single_face_with(frame, largest, false)
+    }
+
+    /// [`Recognizer::single_face`] for a gallery template: always SFace, whatever the face's size
+    /// (the gallery keeps one template format, tagged with [`Recognizer::embedder`]'s id).
+    pub fn single_face_template(
+        &self,
+        frame: &RgbImage,
+        largest: bool,
+    ) -> Result<Result<Observation, usize>, RecognizeError> {
+        self.single_face_with(frame, largest, true)
+    }
+
+    fn single_face_with(
+        &self,
+        frame: &RgbImage,
+        largest: bool,
+        template: bool,
+    ) -> Result<Result<Observation, usize>, RecognizeError> {
+        let mut obs = Vec::new();
+        for face in self.detector.detect(frame)? {
+            let p = match self.prepare(frame, &face) {
+                Ok(p) => p,
+                Err(RecognizeError::Degenerate) => {
+                    log::warn!("skipping a face with degenerate landmarks at {:?}", face.rect);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut route = self.route(p.aligned_px);
+            if template && route.kind != EmbedderKind::Sface {
+                let restorer = if p.aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
+                route =
+                    Route { restorer: Some(restorer.as_ref()), embedder: &self.embedder, kind: EmbedderKind::Sface };
+            }
+            obs.push(self.finish_routed(frame, &p, route)?.0);
+        }
         match obs.len() {
             1 => Ok(Ok(obs.remove(0))),
             n if n > 1 && largest => {
@@ -232,7 +371,9 @@ impl Recognizer {
     }
 }
 
-/// Matches one observation against the gallery and builds its event.
+/// Matches one observation against the gallery and builds its event. `threshold` is the one of
+/// the observation's path (`match.threshold`, or `embed.small_face_threshold` for a face the
+/// small-face embedder made): see [`threshold_for`].
 pub fn to_event(
     obs: &Observation,
     snapshot: &Snapshot,
@@ -256,7 +397,17 @@ pub fn to_event(
         aligned_px: obs.aligned_px,
         restored: obs.restorer.is_some(),
         restorer: obs.restorer.clone(),
+        embedder: obs.embedder.name().to_owned(),
         detector_score: obs.face.score,
         candidates,
+    }
+}
+
+/// The match threshold for an embedding made by `embedder`: `match.threshold` for SFace,
+/// `embed.small_face_threshold` for the small-face embedder (calibrated on folds 1-5).
+pub fn threshold_for(config: &Config, embedder: EmbedderKind) -> f32 {
+    match embedder {
+        EmbedderKind::Sface => config.matching.threshold,
+        _ => config.embed.small_face_threshold,
     }
 }

@@ -10,8 +10,8 @@
 
 use crate::config::TrackConfig;
 use crate::detect::Face;
-use crate::embed::Embedding;
 use crate::embed::{cosine, normalize};
+use crate::embed::{EmbedderKind, Embedding};
 use crate::event::{BestShot, Phase, TrackDecision, TrackEvent, UNKNOWN};
 use crate::frame::unix_ms;
 use crate::gallery::{Candidate, Snapshot};
@@ -33,6 +33,8 @@ pub struct Sighting {
     pub aligned_px: f32,
     /// The restorer's name when the face was restored before embedding.
     pub restorer: Option<String>,
+    /// The embedder that made `embedding` (SFace when not embedded).
+    pub embedder: EmbedderKind,
     /// `None` when the worker did not embed this face: its track already holds better shots (it
     /// still moves the track along and counts as seen).
     pub embedding: Option<Embedding>,
@@ -49,6 +51,7 @@ impl Sighting {
             face: observation.face,
             aligned_px: observation.aligned_px,
             restorer: observation.restorer,
+            embedder: observation.embedder,
             embedding: Some(observation.embedding),
             quality,
             crop,
@@ -64,22 +67,26 @@ pub struct FrameStamp {
     pub wall: SystemTime,
 }
 
-/// How the gallery is searched: the snapshot, the threshold and the candidates listed.
+/// How the gallery is searched: the snapshot, the thresholds and the candidates listed.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub snapshot: Arc<Snapshot>,
     pub threshold: f32,
+    /// The threshold for a track whose every best shot the small-face embedder made (their
+    /// scores against full-resolution templates sit lower; calibrated separately).
+    pub small_face_threshold: f32,
     pub top_k: usize,
 }
 
 impl Matcher {
     /// The decision for an embedding, with the identity and the candidates.
-    fn decide(&self, embedding: &[f32]) -> (TrackDecision, String, Option<f32>, Vec<Candidate>) {
+    fn decide(&self, embedding: &[f32], small_face: bool) -> (TrackDecision, String, Option<f32>, Vec<Candidate>) {
         let candidates = self.snapshot.search(embedding, self.top_k);
         let best = candidates.first();
         let score = best.map(|c| c.score);
+        let threshold = if small_face { self.small_face_threshold } else { self.threshold };
         match best {
-            Some(c) if c.score >= self.threshold => (TrackDecision::Match, c.name.clone(), score, candidates),
+            Some(c) if c.score >= threshold => (TrackDecision::Match, c.name.clone(), score, candidates),
             _ => (TrackDecision::Unknown, UNKNOWN.to_owned(), score, candidates),
         }
     }
@@ -126,6 +133,7 @@ struct Shot {
     face: Face,
     aligned_px: f32,
     restorer: Option<String>,
+    embedder: EmbedderKind,
     embedding: Embedding,
     crop: Option<RgbImage>,
 }
@@ -201,6 +209,7 @@ impl Track {
             face: s.face,
             aligned_px: s.aligned_px,
             restorer: s.restorer,
+            embedder: s.embedder,
             embedding,
             crop: s.crop,
         };
@@ -248,7 +257,10 @@ impl Track {
 
     fn event(&self, camera: &str, matcher: &Matcher, phase: Phase) -> Option<TrackEvent> {
         let best = self.shots.first()?;
-        let (decision, identity, score, candidates) = matcher.decide(&self.fused);
+        // The fused embedding mixes the shots: only when every one came from the small-face
+        // embedder does its (lower) threshold apply.
+        let small_face = self.shots.iter().all(|s| s.embedder != EmbedderKind::Sface);
+        let (decision, identity, score, candidates) = matcher.decide(&self.fused, small_face);
         Some(TrackEvent {
             event: decision,
             phase,
@@ -265,6 +277,7 @@ impl Track {
                 aligned_px: best.aligned_px,
                 restored: best.restorer.is_some(),
                 restorer: best.restorer.clone(),
+                embedder: Some(best.embedder.name().to_owned()),
                 detector_score: best.face.score,
                 quality: best.quality,
                 crop: None,

@@ -10,6 +10,7 @@ pub use live::{
 };
 
 use crate::detect::DetectorConfig;
+use crate::embed::EmbedConfig;
 use crate::restore::RestoreKind;
 use crate::service::ServiceConfig;
 use crate::source::images::ImageLimits;
@@ -67,6 +68,7 @@ pub struct Config {
     pub gallery: PathBuf,
     pub detector: DetectorConfig,
     pub restore: RestoreConfig,
+    pub embed: EmbedConfig,
     #[serde(rename = "match")]
     pub matching: MatchConfig,
     /// The cameras `farsight run` reads (`[[camera]]`); `--source` replaces them.
@@ -90,6 +92,7 @@ impl Default for Config {
             gallery: default_gallery(),
             detector: DetectorConfig::default(),
             restore: RestoreConfig::default(),
+            embed: EmbedConfig::default(),
             matching: MatchConfig::default(),
             cameras: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -227,6 +230,7 @@ impl Config {
         if self.matching.top_k == 0 || self.matching.top_k > 100 {
             p.push(format!("match.top_k = {} must be between 1 and 100", self.matching.top_k));
         }
+        self.embed.validate(&mut p);
         self.images.validate(&mut p);
         self.service.validate(&mut p);
         self.scene.validate(&mut p);
@@ -335,6 +339,25 @@ mod tests {
         let ConfigError::Invalid { problems, .. } = err else { panic!("expected Invalid, got {err}") };
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("V4L2 cameras only")), "{problems:?}");
+    }
+
+    #[test]
+    fn small_face_keys_are_validated_with_their_line() {
+        let text = "version = 1\n[embed]\nsmall_face_embedder = \"lrembed\"\nsmall_face_below_px = 200\n\
+                    small_face_threshold = 1.5\n";
+        let err = Config::parse(text, Path::new("f.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("expected Invalid, got {err}") };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("line 4: embed.small_face_below_px = 200"), "{problems:?}");
+        assert!(problems[1].starts_with("line 5: embed.small_face_threshold = 1.5"), "{problems:?}");
+        let err = Config::parse("version = 1\n[embed]\nsmall_face_embedder = \"lrembd\"\n", Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lrembd") && err.contains("sface") && err.contains("lrembed"), "{err}");
+        let off =
+            Config::parse("version = 1\n[embed]\nsmall_face_embedder = \"sface\"\n", Path::new("f.toml")).unwrap();
+        assert_eq!(off.embed.small_face(), None, "sface turns the small-face path off");
+        assert_eq!(Config::default().embed.small_face(), Some(crate::embed::EmbedderKind::Lrembed));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `farsight eval`: the face-verification protocol on any dataset in the LFW layout. For every
 //! pair, the first image is the *probe* (degraded to N px, then restored) and the second the
 //! *reference* (full resolution, as an enrolled gallery photo would be): the question is whether a
-//! tiny face can be matched against a good photo. Each (mode, size, restorer) row reports d',
-//! ROC AUC, LFW-style accuracy (threshold chosen on the other folds), TAR at FAR=1e-3 and how
-//! often the detector missed the face.
+//! tiny face can be matched against a good photo. Each (mode, size, restorer, embedder) row
+//! reports d', ROC AUC, LFW-style accuracy (threshold chosen on the other folds), TAR at
+//! FAR=1e-3, the thresholds a calibration needs, and how often the detector missed the face.
+//! References are always SFace (the gallery's template format); the `shipped` restorer evaluates
+//! what `farsight run` does with the config (restore policy and small-face path together).
 
 pub mod metrics;
 mod pairs;
@@ -13,6 +15,7 @@ pub mod roc_plot;
 pub use pairs::{parse_folds, read as read_pairs, ImageRef, Pair, PairsError};
 pub use probe::pick_centre_face;
 
+use crate::embed::{Embedder, EmbedderKind};
 use crate::model::ModelError;
 use crate::recognize::{RecognizeError, Recognizer};
 use crate::restore::{RestoreKind, Restorer};
@@ -44,6 +47,51 @@ impl Mode {
     }
 }
 
+/// The restore axis: a restorer (embedded by each `--embedder`), or `shipped`: exactly what
+/// `farsight run` does with the config, restorer and embedder chosen per face by its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalRestore {
+    None,
+    Bicubic,
+    Ftlgan,
+    FtlganFp32,
+    /// The config's restore policy and small-face path (`[restore]`, `[embed]`).
+    Shipped,
+}
+
+impl EvalRestore {
+    /// The restorer, `None` for `shipped`.
+    pub fn kind(self) -> Option<RestoreKind> {
+        match self {
+            EvalRestore::None => Some(RestoreKind::None),
+            EvalRestore::Bicubic => Some(RestoreKind::Bicubic),
+            EvalRestore::Ftlgan => Some(RestoreKind::Ftlgan),
+            EvalRestore::FtlganFp32 => Some(RestoreKind::FtlganFp32),
+            EvalRestore::Shipped => None,
+        }
+    }
+
+    /// The name on the command line and in rows.
+    pub fn name(self) -> &'static str {
+        self.kind().map_or("shipped", RestoreKind::name)
+    }
+}
+
+impl From<RestoreKind> for EvalRestore {
+    fn from(k: RestoreKind) -> Self {
+        match k {
+            RestoreKind::None => EvalRestore::None,
+            RestoreKind::Bicubic => EvalRestore::Bicubic,
+            RestoreKind::Ftlgan => EvalRestore::Ftlgan,
+            RestoreKind::FtlganFp32 => EvalRestore::FtlganFp32,
+        }
+    }
+}
+
+/// The embedder of a row: one of the embedders, or `shipped` (the config's choice per face).
+pub const SHIPPED: &str = "shipped";
+
 /// What to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -52,7 +100,9 @@ pub struct EvalOptions {
     /// 1-based folds; empty means every fold of the pairs file.
     pub folds: Vec<usize>,
     pub sizes: Vec<u32>,
-    pub restorers: Vec<RestoreKind>,
+    pub restorers: Vec<EvalRestore>,
+    /// Probe embedders crossed with every restorer but `shipped` (references are always SFace).
+    pub embedders: Vec<EmbedderKind>,
     pub modes: Vec<Mode>,
     /// Use only the first N genuine and N impostor pairs of each fold (quick runs).
     pub max_pairs_per_fold: Option<usize>,
@@ -66,13 +116,23 @@ pub struct EvalOptions {
 pub struct Row {
     pub mode: Mode,
     pub size: u32,
-    pub restore: RestoreKind,
+    pub restore: EvalRestore,
+    /// `sface`, `lrembed`, or `shipped` for `restore = shipped` rows.
+    pub embedder: String,
     pub d_prime: Option<f64>,
     pub auc: Option<f64>,
     pub accuracy: Option<f64>,
     pub accuracy_std: Option<f64>,
     #[serde(rename = "tar_at_far_1e-3")]
     pub tar_at_far_1e_3: Option<f64>,
+    /// The lowest cosine threshold with FAR <= 1e-3 on these pairs (calibration: run on folds
+    /// 1-5, never on the evaluation folds).
+    #[serde(rename = "threshold_at_far_1e-3")]
+    pub threshold_at_far_1e_3: Option<f64>,
+    /// The cosine threshold that maximises accuracy on all these pairs (calibration, as above).
+    pub threshold_best_accuracy: Option<f64>,
+    /// Probes the small-face embedder embedded (`shipped` rows; the others: 0 or all).
+    pub small_face_probes: usize,
     pub pairs: usize,
     pub genuine_mean: Option<f64>,
     pub impostor_mean: Option<f64>,
@@ -94,6 +154,10 @@ pub struct Report {
     pub miss_policy: &'static str,
     pub detector: String,
     pub embedder: String,
+    /// The probe embedders compared, with their file's sha256.
+    pub embedders: Vec<String>,
+    /// The config's small-face path, which `shipped` rows follow (`None` when off).
+    pub small_face_path: Option<String>,
     /// The restorers compared, model-backed ones with their file's sha256 (FTLGAN is retrained).
     pub restorers: Vec<String>,
     /// Images of the selected pairs whose labelled face the detector missed at full resolution.
@@ -132,8 +196,15 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
         return Err(EvalError::NoDataset(opts.dataset.clone()));
     }
     // Built once, before any image, and shared by the worker threads.
-    let restorers: Vec<(RestoreKind, Box<dyn Restorer>)> =
-        opts.restorers.iter().map(|&k| Ok((k, rec.load_restorer(k)?))).collect::<Result<_, ModelError>>()?;
+    let restorers: Vec<(RestoreKind, Box<dyn Restorer>)> = opts
+        .restorers
+        .iter()
+        .filter_map(|r| r.kind())
+        .map(|k| Ok((k, rec.load_restorer(k)?)))
+        .collect::<Result<_, ModelError>>()?;
+    let embedders: Vec<(EmbedderKind, Embedder)> =
+        opts.embedders.iter().map(|&k| Ok((k, rec.load_embedder(k)?))).collect::<Result<_, ModelError>>()?;
+    let shipped = opts.restorers.contains(&EvalRestore::Shipped);
     let all = pairs::read(&opts.pairs)?;
     let folds: Vec<usize> = if opts.folds.is_empty() {
         all.iter().map(|p| p.fold).collect::<BTreeSet<_>>().into_iter().collect()
@@ -174,7 +245,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
         let face = if face.detected { face } else { probe::fallback_face(&mean, w, h) };
         let frame = images::load(&img.path(&opts.dataset), &Default::default()).map_err(|e| crate::error_chain(&e))?;
         let probe_variants: &[(Mode, u32)] = if probes.contains(img) { &variants } else { &[] };
-        probe::process(rec, &frame, &face, references.contains(img), probe_variants, &restorers)
+        probe::process(rec, &frame, &face, references.contains(img), probe_variants, &restorers, &embedders, shipped)
             .map_err(|e: RecognizeError| format!("{}: {}", img.path(&opts.dataset).display(), crate::error_chain(&e)))
     })?;
 
@@ -190,13 +261,27 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
     let pairs_skipped = selected.iter().filter(|p| !ok.contains_key(&p.first) || !ok.contains_key(&p.second)).count();
 
     let mut rows = Vec::new();
+    let keys: Vec<(EvalRestore, Option<EmbedderKind>)> = opts
+        .restorers
+        .iter()
+        .flat_map(|&r| match r {
+            EvalRestore::Shipped => vec![(r, None)],
+            _ => opts.embedders.iter().map(|&e| (r, Some(e))).collect(),
+        })
+        .collect();
     for &(mode, size) in &variants {
-        for &restore in &opts.restorers {
-            let key = Variant { mode, size, restore };
+        for &(restore, embedder) in &keys {
+            let key = Variant { mode, size, restore, embedder };
+            let mut small_face_probes = 0;
+            for r in probes.iter().filter_map(|img| ok.get(img)) {
+                if r.variants.get(&key).is_some_and(|(_, k)| *k != EmbedderKind::Sface) {
+                    small_face_probes += 1;
+                }
+            }
             let scored: Vec<ScoredPair> = selected
                 .iter()
                 .filter_map(|p| {
-                    let a = ok.get(&p.first)?.variants.get(&key)?;
+                    let (a, _) = ok.get(&p.first)?.variants.get(&key)?;
                     let b = ok.get(&p.second)?.reference.as_ref()?;
                     Some(ScoredPair { fold: p.fold, genuine: p.genuine, score: crate::embed::cosine(a, b) as f64 })
                 })
@@ -209,7 +294,10 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
                     _ => false,
                 })
                 .count();
-            rows.push(score_row(mode, size, restore, &scored, misses, probes.len()));
+            let embedder = embedder.map_or(SHIPPED, EmbedderKind::name);
+            let mut row = score_row(mode, size, restore, embedder, &scored, misses, probes.len());
+            row.small_face_probes = small_face_probes;
+            rows.push(row);
         }
     }
     Ok(Report {
@@ -222,6 +310,13 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
                       scaled down in frame mode; the dataset's mean face position in crop mode) and still scored",
         detector: format!("{:?} (sha256 {})", rec.detector().config().kind, &rec.detector().sha256()[..12]),
         embedder: format!("{} (sha256 {})", rec.embedder().id().name, &rec.embedder().id().sha256[..12]),
+        embedders: embedders
+            .iter()
+            .map(|(_, e)| format!("{} (sha256 {})", e.id().name, &e.id().sha256[..12]))
+            .collect(),
+        small_face_path: rec.small_face_embedder().map(|(k, e)| {
+            format!("{} below {} aligned px (sha256 {})", k.name(), rec.small_face_below(), &e.id().sha256[..12])
+        }),
         restorers: restorers
             .iter()
             .map(|(_, r)| match r.model_sha256() {
@@ -235,15 +330,33 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
     })
 }
 
-fn score_row(mode: Mode, size: u32, restore: RestoreKind, scored: &[ScoredPair], misses: usize, probes: usize) -> Row {
+fn score_row(
+    mode: Mode,
+    size: u32,
+    restore: EvalRestore,
+    embedder: &str,
+    scored: &[ScoredPair],
+    misses: usize,
+    probes: usize,
+) -> Row {
     let genuine: Vec<f64> = scored.iter().filter(|p| p.genuine).map(|p| p.score).collect();
     let impostor: Vec<f64> = scored.iter().filter(|p| !p.genuine).map(|p| p.score).collect();
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let acc = metrics::lfw_accuracy(scored);
+    let roc = metrics::roc_curve(&genuine, &impostor);
+    let all: Vec<&ScoredPair> = scored.iter().collect();
     Row {
         mode,
         size,
         restore,
+        embedder: embedder.to_owned(),
+        threshold_at_far_1e_3: roc
+            .iter()
+            .filter(|p| p.far <= 1e-3 && p.threshold.is_finite())
+            .map(|p| p.threshold)
+            .min_by(f64::total_cmp),
+        threshold_best_accuracy: (!all.is_empty()).then(|| metrics::best_threshold(&all)),
+        small_face_probes: 0,
         d_prime: metrics::d_prime(&genuine, &impostor),
         auc: metrics::roc_auc(&genuine, &impostor),
         accuracy: acc.as_ref().map(|a| a.mean),
@@ -254,7 +367,7 @@ fn score_row(mode: Mode, size: u32, restore: RestoreKind, scored: &[ScoredPair],
         impostor_mean: mean(&impostor),
         detector_misses: misses,
         probe_images: probes,
-        roc: metrics::roc_curve(&genuine, &impostor),
+        roc,
     }
 }
 
@@ -320,8 +433,19 @@ where
 pub fn format_table(report: &Report) -> String {
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     let mut s = format!(
-        "{:<6} {:>4} {:<11} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
-        "mode", "px", "restore", "pairs", "d'", "AUC", "accuracy", "TAR@1e-3", "det.miss"
+        "{:<6} {:>4} {:<11} {:<8} {:>5} {:>7} {:>6} {:>13} {:>9} {:>8} {:>10} {:>10}\n",
+        "mode",
+        "px",
+        "restore",
+        "embedder",
+        "pairs",
+        "d'",
+        "AUC",
+        "accuracy",
+        "TAR@1e-3",
+        "thr@1e-3",
+        "small-face",
+        "det.miss"
     );
     for r in &report.rows {
         let acc = match (r.accuracy, r.accuracy_std) {
@@ -329,15 +453,18 @@ pub fn format_table(report: &Report) -> String {
             _ => "-".to_owned(),
         };
         s.push_str(&format!(
-            "{:<6} {:>4} {:<11} {:>5} {:>7} {:>6} {:>13} {:>9} {:>10}\n",
+            "{:<6} {:>4} {:<11} {:<8} {:>5} {:>7} {:>6} {:>13} {:>9} {:>8} {:>10} {:>10}\n",
             r.mode.name(),
             r.size,
             r.restore.name(),
+            r.embedder,
             r.pairs,
             f(r.d_prime),
             f(r.auc),
             acc,
             f(r.tar_at_far_1e_3),
+            f(r.threshold_at_far_1e_3),
+            format!("{}/{}", r.small_face_probes, r.probe_images),
             format!("{}/{}", r.detector_misses, r.probe_images)
         ));
     }
@@ -361,10 +488,11 @@ pub fn write_roc(report: &Report, path: &Path) -> Result<(), EvalError> {
         .iter()
         .map(|r| roc_plot::Curve {
             label: format!(
-                "{} {}px {} (AUC {:.3})",
+                "{} {}px {} {} (AUC {:.3})",
                 r.mode.name(),
                 r.size,
                 r.restore.name(),
+                r.embedder,
                 r.auc.unwrap_or(f64::NAN)
             ),
             points: &r.roc,

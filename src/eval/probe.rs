@@ -3,10 +3,10 @@
 //! `crop` mode degrades the aligned 112x112 face, `frame` mode shrinks the whole image and runs
 //! the real detector on it, as a camera would see it.
 
-use super::Mode;
+use super::{EvalRestore, Mode};
 use crate::align::{downsample, Alignment, ALIGNED_SIZE};
 use crate::detect::Face;
-use crate::embed::Embedding;
+use crate::embed::{Embedder, EmbedderKind, Embedding};
 use crate::geometry::{Landmarks, Point, Rect};
 use crate::recognize::{RecognizeError, Recognizer};
 use crate::restore::{RestoreKind, Restorer};
@@ -22,8 +22,14 @@ const MIN_CANVAS: u32 = 128;
 pub struct Variant {
     pub mode: Mode,
     pub size: u32,
-    pub restore: RestoreKind,
+    pub restore: EvalRestore,
+    /// `None` for `shipped` (the config chooses per face).
+    pub embedder: Option<EmbedderKind>,
 }
+
+/// Embeddings of one probe variant already computed, by (restorer name, `None` when the face was
+/// warped straight to 112; embedder): `shipped` reuses them instead of embedding again.
+type Made = HashMap<(Option<String>, EmbedderKind), Embedding>;
 
 /// The labelled face of a full-resolution image: what the detector found, or (on a miss) where
 /// the average face of the dataset sits.
@@ -38,7 +44,8 @@ pub struct LabelledFace {
 #[derive(Debug, Default)]
 pub struct ImageResult {
     pub reference: Option<Embedding>,
-    pub variants: HashMap<Variant, Embedding>,
+    /// Each probe variant's embedding and the embedder that made it.
+    pub variants: HashMap<Variant, (Embedding, EmbedderKind)>,
     /// (mode, size) combinations where the detector missed the shrunk face.
     pub misses: Vec<(Mode, u32)>,
 }
@@ -58,7 +65,10 @@ pub fn pick_centre_face(faces: &[Face], w: u32, h: u32) -> Option<Face> {
     pool.into_iter().min_by(|a, b| dist(a).total_cmp(&dist(b))).copied()
 }
 
-/// Computes the reference embedding and/or the probe variants of one image.
+/// Computes the reference embedding (always SFace: the gallery's template format) and/or the
+/// probe variants of one image: every restorer x embedder, and with `shipped` what the config's
+/// routing makes of the face.
+#[allow(clippy::too_many_arguments)]
 pub fn process(
     rec: &Recognizer,
     img: &RgbImage,
@@ -66,6 +76,8 @@ pub fn process(
     want_reference: bool,
     probe_variants: &[(Mode, u32)],
     restorers: &[(RestoreKind, Box<dyn Restorer>)],
+    embedders: &[(EmbedderKind, Embedder)],
+    shipped: bool,
 ) -> Result<ImageResult, RecognizeError> {
     let mut out = ImageResult::default();
     let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
@@ -78,16 +90,38 @@ pub fn process(
         match mode {
             Mode::Crop => {
                 if size >= ALIGNED_SIZE {
+                    // Never restored, and SFace at full resolution whatever the embedder axis
+                    // says (every path takes SFace at 112 px).
                     for &(r, _) in restorers {
-                        out.variants.insert(Variant { mode, size, restore: r }, full.clone());
+                        for &(e, _) in embedders {
+                            let key = Variant { mode, size, restore: r.into(), embedder: Some(e) };
+                            out.variants.insert(key, (full.clone(), EmbedderKind::Sface));
+                        }
+                    }
+                    if shipped {
+                        let key = Variant { mode, size, restore: EvalRestore::Shipped, embedder: None };
+                        out.variants.insert(key, (full.clone(), EmbedderKind::Sface));
                     }
                     continue;
                 }
                 let low = downsample(&aligned, size);
+                let mut made = Made::new();
                 for (r, restorer) in restorers {
-                    let r = *r;
                     let restored = restorer.restore(&low)?;
-                    out.variants.insert(Variant { mode, size, restore: r }, rec.embedder().embed(&restored)?);
+                    for (e, embedder) in embedders {
+                        let v = embedder.embed(&restored)?;
+                        made.insert((Some(restorer.name().to_owned()), *e), v.clone());
+                        out.variants.insert(Variant { mode, size, restore: (*r).into(), embedder: Some(*e) }, (v, *e));
+                    }
+                }
+                if shipped {
+                    let route = rec.route(size as f32);
+                    let cached = made.get(&(route.restorer.map(|r| r.name().to_owned()), route.kind));
+                    let v = match cached {
+                        Some(v) => (v.clone(), route.kind),
+                        None => rec.embed_native(&low, size as f32)?,
+                    };
+                    out.variants.insert(Variant { mode, size, restore: EvalRestore::Shipped, embedder: None }, v);
                 }
             }
             Mode::Frame => {
@@ -96,10 +130,32 @@ pub fn process(
                     out.misses.push((mode, size));
                 }
                 let (shrunk_img, al) = shrunk_alignment;
+                let mut made = Made::new();
                 for (r, restorer) in restorers {
-                    let r = *r;
-                    let (face112, _) = rec.aligned_face(&shrunk_img, &al, restorer.as_ref())?;
-                    out.variants.insert(Variant { mode, size, restore: r }, rec.embedder().embed(&face112)?);
+                    let (face112, used) = rec.aligned_face(&shrunk_img, &al, restorer.as_ref())?;
+                    for (e, embedder) in embedders {
+                        // As in `farsight run`, a face of 112 px or more takes SFace on any axis.
+                        let (kind, embedder) = match used {
+                            None => (EmbedderKind::Sface, rec.embedder()),
+                            Some(_) => (*e, embedder),
+                        };
+                        let v = match made.get(&(used.clone(), kind)) {
+                            Some(v) => v.clone(),
+                            None => embedder.embed(&face112)?,
+                        };
+                        made.insert((used.clone(), kind), v.clone());
+                        out.variants
+                            .insert(Variant { mode, size, restore: (*r).into(), embedder: Some(*e) }, (v, kind));
+                    }
+                }
+                if shipped {
+                    let route = rec.route(al.native_size());
+                    let cached = made.get(&(route.restorer.map(|r| r.name().to_owned()), route.kind));
+                    let v = match cached {
+                        Some(v) => (v.clone(), route.kind),
+                        None => rec.embed_aligned(&shrunk_img, &al)?,
+                    };
+                    out.variants.insert(Variant { mode, size, restore: EvalRestore::Shipped, embedder: None }, v);
                 }
             }
         }

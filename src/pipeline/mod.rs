@@ -115,6 +115,8 @@ pub struct PipelineOptions {
     pub track: TrackConfig,
     pub crops: CropsConfig,
     pub threshold: f32,
+    /// `embed.small_face_threshold`: for tracks whose every best shot the small-face embedder made.
+    pub small_face_threshold: f32,
     pub top_k: usize,
     /// The gallery to match against, reloaded when it changes; absent at start is allowed
     /// (every face is unknown until someone is enrolled).

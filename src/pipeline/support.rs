@@ -334,6 +334,7 @@ mod tests {
                 aligned_px: 1.0,
                 restored: false,
                 restorer: None,
+                embedder: None,
                 detector_score: 0.9,
                 quality: 0.5,
                 crop: None,

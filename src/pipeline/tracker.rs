@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Reloaded {
     pub threshold: f32,
+    pub small_face_threshold: f32,
     pub top_k: usize,
     pub track: TrackConfig,
     pub crops: CropsConfig,
@@ -140,6 +141,7 @@ impl TrackerThread {
         Matcher {
             snapshot: Arc::new(self.watch.poll().unwrap_or_default()),
             threshold: self.opts.threshold,
+            small_face_threshold: self.opts.small_face_threshold,
             top_k: self.opts.top_k,
         }
     }
@@ -173,6 +175,8 @@ impl TrackerThread {
         let outcome = match reload() {
             Ok(r) => {
                 matcher.threshold = r.threshold;
+                matcher.small_face_threshold = r.small_face_threshold;
+                self.opts.small_face_threshold = r.small_face_threshold;
                 matcher.top_k = r.top_k;
                 self.opts.threshold = r.threshold;
                 self.opts.top_k = r.top_k;

@@ -108,6 +108,7 @@ fn look(cx: &WorkerContext<'_>, frame: &Frame) -> Result<(Vec<Sighting>, SearchP
                 face,
                 aligned_px: prepared.aligned_px,
                 restorer: None,
+                embedder: crate::embed::EmbedderKind::Sface,
                 embedding: None,
                 quality: q,
                 crop: None,

@@ -28,6 +28,7 @@ pub(crate) fn event(camera: &str, track: u64) -> TrackEvent {
             aligned_px: 30.0,
             restored: true,
             restorer: Some("ftlgan".into()),
+            embedder: Some("sface".into()),
             detector_score: 0.9,
             quality: 0.7,
             crop: None,

@@ -17,7 +17,7 @@ fn matcher(people: &[(&str, usize)]) -> Matcher {
     for &(name, axis) in people {
         g.enroll(name, &id, &[NewTemplate { vector: unit(axis, 0.0), source: "t".into(), face_px: 100.0 }]).unwrap();
     }
-    Matcher { snapshot: Arc::new(g.snapshot().unwrap()), threshold: 0.363, top_k: 3 }
+    Matcher { snapshot: Arc::new(g.snapshot().unwrap()), threshold: 0.363, small_face_threshold: 0.363, top_k: 3 }
 }
 
 fn sighting(x: f32, axis: usize, mix: f32, quality: f32) -> Sighting {
@@ -29,7 +29,13 @@ fn sighting(x: f32, axis: usize, mix: f32, quality: f32) -> Sighting {
         landmarks: [p(12.0, 20.0), p(28.0, 20.0), p(20.0, 30.0), p(14.0, 40.0), p(26.0, 40.0)],
     };
     Sighting::embedded(
-        Observation { face, aligned_px: 50.0, restorer: None, embedding: unit(axis, mix) },
+        Observation {
+            face,
+            aligned_px: 50.0,
+            restorer: None,
+            embedder: crate::embed::EmbedderKind::Sface,
+            embedding: unit(axis, mix),
+        },
         quality,
         None,
     )
@@ -261,4 +267,36 @@ fn unembedded_sightings_follow_a_track_by_its_predicted_box_and_never_open_one()
     let events = t.close_all(&m);
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].event.frames_seen, events[0].event.frames_used), (20, 2));
+}
+
+#[test]
+fn a_track_of_small_face_shots_is_decided_with_the_small_face_threshold() {
+    // A score of ~0.30 against alice's template: below match.threshold, above the small-face one.
+    let mut m = matcher(&[("alice", 0)]);
+    m.small_face_threshold = 0.25;
+    let cam: Arc<str> = "door".into();
+    let small = |seq: u64| {
+        let mut s = sighting(10.0 + 4.0 * seq as f32, 0, 3.2, 0.5);
+        s.embedder = crate::embed::EmbedderKind::Lrembed;
+        s
+    };
+    let score = cosine(&unit(0, 3.2), &unit(0, 0.0));
+    assert!(score > 0.25 && score < 0.363, "{score}");
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    for seq in 0..10 {
+        events.extend(t.update(&cam, stamp(seq), vec![small(seq)], &m));
+    }
+    events.extend(t.update(&cam, stamp(40), vec![], &m));
+    let last = &events.last().expect("a final event").event;
+    assert_eq!((last.event, last.identity.as_str()), (TrackDecision::Match, "alice"));
+    assert_eq!(last.best_shot.embedder.as_deref(), Some("lrembed"));
+    // The same scores from SFace shots: match.threshold holds, the face is unknown.
+    let mut t = Tracker::new(config());
+    let mut events = Vec::new();
+    for seq in 0..10 {
+        events.extend(t.update(&cam, stamp(seq), vec![sighting(10.0 + 4.0 * seq as f32, 0, 3.2, 0.5)], &m));
+    }
+    events.extend(t.update(&cam, stamp(40), vec![], &m));
+    assert_eq!(events.last().expect("a final event").event.event, TrackDecision::Unknown);
 }

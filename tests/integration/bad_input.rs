@@ -210,6 +210,80 @@ fn a_missing_ftlgan_model_names_the_training_steps() {
     assert!(stderr(&out).contains("not a face restorer"), "{}", stderr(&out));
 }
 
+/// A models folder with the committed detector, embedder and restorers, a config with the
+/// default small-face path (`lrembed`), and `lrembed` as given (`None`: no lrembed.onnx at all).
+fn lrembed_config(dir: &Path, lrembed: Option<&[u8]>) -> std::path::PathBuf {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for f in ["centerface.onnx", "sface.onnx", "ftlgan.onnx"] {
+        std::fs::copy(models.join(f), dir.join(f)).unwrap();
+    }
+    if let Some(bytes) = lrembed {
+        std::fs::write(dir.join("lrembed.onnx"), bytes).unwrap();
+    }
+    let cfg = dir.join("f.toml");
+    std::fs::write(&cfg, format!("version = 1\nmodels_dir = {:?}\n[embed]\nsmall_face_embedder = \"lrembed\"\n", dir))
+        .unwrap();
+    cfg
+}
+
+/// What every lrembed refusal must say: the file, how to get the good one back, how to do without.
+fn says_how_to_fix_lrembed(what: &str, err: &str) {
+    assert!(err.contains("lrembed.onnx"), "{what}: {err}");
+    assert!(err.contains("models/fetch.py --check"), "{what}: {err}");
+    assert!(err.contains("small_face_embedder = \"sface\""), "{what}: {err}");
+}
+
+#[test]
+fn a_corrupt_or_wrong_shape_lrembed_model_is_refused_at_start_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0u32..200_000).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cfg = lrembed_config(dir.path(), Some(&bytes));
+    for args in [vec!["validate"], vec!["identify", lfw_image("Tony_Blair", 1).to_str().unwrap()]] {
+        let mut full = vec!["--config", cfg.to_str().unwrap()];
+        full.extend(args.iter().copied());
+        let out = farsight(&full);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} with a corrupt lrembed.onnx must fail");
+        assert!(err.contains("lrembed.onnx is not an ONNX model"), "{args:?}: {err}");
+        says_how_to_fix_lrembed("corrupt", &err);
+    }
+    // A restorer standing in for the embedder: loads as ONNX, but returns an image, not 128 floats.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    std::fs::copy(models.join("ftlgan.onnx"), dir.path().join("lrembed.onnx")).unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a restorer as lrembed.onnx must fail");
+    assert!(err.contains("not a 128-d face embedder"), "{err}");
+    says_how_to_fix_lrembed("wrong output shape", &err);
+    // A model for another input size (YuNet declares 1x3x640x640).
+    std::fs::copy(models.join("yunet.onnx"), dir.path().join("lrembed.onnx")).unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a 640x640 model as lrembed.onnx must fail");
+    says_how_to_fix_lrembed("wrong input shape", &err);
+}
+
+#[test]
+fn a_missing_lrembed_model_says_where_it_comes_from_and_how_to_turn_the_path_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lrembed_config(dir.path(), None);
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("lrembed.onnx is missing"), "{err}");
+    says_how_to_fix_lrembed("missing", &err);
+    // Turning the path off needs no lrembed.onnx.
+    std::fs::write(
+        &cfg,
+        format!("version = 1\nmodels_dir = {:?}\n[embed]\nsmall_face_embedder = \"sface\"\n", dir.path()),
+    )
+    .unwrap();
+    let out = farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    let err = stderr(&out);
+    // The models load; what is left is this test config's lack of cameras.
+    assert!(!err.contains("lrembed") && err.contains("no cameras"), "{err}");
+}
+
 #[test]
 fn bench_skips_a_missing_ftlgan_model_with_a_note() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,8 +294,14 @@ fn bench_skips_a_missing_ftlgan_model_with_a_note() {
     let cfg = dir.path().join("f.toml");
     // The default restorer is ftlgan itself: without its file a run fails at start (tested
     // above), so this box is configured for bicubic and only the bench row is skipped.
-    std::fs::write(&cfg, format!("version = 1\nmodels_dir = {:?}\n[restore]\nmethod = \"bicubic\"\n", dir.path()))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 1\nmodels_dir = {:?}\n[restore]\nmethod = \"bicubic\"\n[embed]\nsmall_face_embedder = \"sface\"\n",
+            dir.path()
+        ),
+    )
+    .unwrap();
     let img = lfw_image("Tony_Blair", 1);
     let out =
         farsight(&["--config", cfg.to_str().unwrap(), "bench", "--image", img.to_str().unwrap(), "--iterations", "1"]);

@@ -100,3 +100,50 @@ fn eval_reports_the_ftlgan_restorers_under_their_names() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("ftlgan-fp32"), "{}", stderr(&out));
 }
+
+#[test]
+fn eval_crosses_embedders_and_shipped_follows_the_config_small_face_path() {
+    let d = datasets();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let out = farsight(&[
+        "eval",
+        "--dataset",
+        d.join("lfw").to_str().unwrap(),
+        "--pairs",
+        d.join("lfw-pairs.txt").to_str().unwrap(),
+        "--folds",
+        "1-2",
+        "--max-pairs-per-fold",
+        "8",
+        "--sizes",
+        "14,56",
+        "--restore",
+        "bicubic,shipped",
+        "--embedder",
+        "sface,lrembed",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "2 sizes x (bicubic x 2 embedders + shipped)");
+    let row = |size: u64, restore: &str, embedder: &str| {
+        rows.iter()
+            .find(|r| r["size"] == size && r["restore"] == restore && r["embedder"] == embedder)
+            .unwrap_or_else(|| panic!("no row {size} {restore} {embedder}"))
+    };
+    // Default config: 14 aligned px is below small_face_below_px (28), so `shipped` is lrembed on
+    // the bicubic face for every probe; 56 px is ftlgan-free bicubic + SFace.
+    let (shipped14, lrembed14) = (row(14, "shipped", "shipped"), row(14, "bicubic", "lrembed"));
+    assert_eq!(shipped14["d_prime"], lrembed14["d_prime"]);
+    assert_eq!(shipped14["small_face_probes"], shipped14["probe_images"]);
+    let shipped56 = row(56, "shipped", "shipped");
+    assert_eq!(shipped56["small_face_probes"], 0);
+    assert_eq!(shipped56["d_prime"], row(56, "bicubic", "sface")["d_prime"]);
+    for r in rows {
+        assert!(r["threshold_at_far_1e-3"].is_number() && r["threshold_best_accuracy"].is_number(), "{r}");
+    }
+    assert!(report["small_face_path"].as_str().unwrap().starts_with("lrembed below 28"), "{report}");
+}

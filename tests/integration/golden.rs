@@ -260,3 +260,43 @@ fn yunet_finds_the_same_face_and_landmarks_as_centerface() {
         assert!(iou > 0.5, "{name}: boxes {:?} vs {:?}", y.rect, c.rect);
     }
 }
+
+/// The small-face embedder: onnxruntime's raw embedding of the committed 14 px bicubic face (the
+/// ftlgan golden's input, exactly lrembed's contract) against tract's, on identical pixels: max
+/// |diff| below 1e-3 on outputs of norm ~10 (SFace's tolerance: only float summation order and
+/// farsight's PRelu rewrite differ). Then farsight's own path (its downsample and Catmull-Rom of
+/// the aligned face, then `Embedder`) must keep the direction (cosine > 0.999) and land nearer
+/// SFace's full-resolution embedding than SFace on the same bicubic face does.
+#[test]
+fn lrembed_in_tract_matches_onnxruntime() {
+    use farsight::embed::{cosine, normalize, Embedder, EmbedderKind};
+    let g = golden("lrembed_abdullah_gul_0001_14px.json");
+    let file = model("lrembed.onnx");
+    assert_eq!(file.sha256(), g["model_sha256"].as_str().unwrap(), "lrembed.onnx changed: re-run models/golden.py");
+    let input = image::open(golden_dir().join("ftlgan_abdullah_gul_0001_14px_bicubic.png")).unwrap().into_rgb8();
+    assert_eq!(sha256_hex(input.as_raw()), g["input_u8_sha256"].as_str().unwrap(), "golden PNG is not the input");
+    let theirs = floats(&g["embedding"]);
+    let ours = file.plan(&[1, 3, 112, 112]).unwrap().run(nchw(&input, 112, 112)).unwrap().remove(0);
+    assert_eq!(ours.shape, [1, 128]);
+    let max_diff = ours.data.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let (a, b) = (normalize(ours.data.clone()).unwrap(), normalize(theirs.clone()).unwrap());
+    eprintln!("lrembed on identical pixels: max |diff| {max_diff:.2e}, cosine {:.7}", cosine(&a, &b));
+    assert!(max_diff < 1e-3, "max |diff| {max_diff}");
+
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let aligned = image::open(golden_dir().join("ftlgan_abdullah_gul_0001_aligned.png")).unwrap().into_rgb8();
+    let up = farsight::restore::build(farsight::restore::RestoreKind::Bicubic, &models)
+        .unwrap()
+        .restore(&farsight::align::downsample(&aligned, 14))
+        .unwrap();
+    let lrembed = Embedder::load_kind(&models, EmbedderKind::Lrembed).unwrap();
+    let ours = lrembed.embed(&up).unwrap();
+    let c = cosine(&ours, &b);
+    eprintln!("lrembed through farsight's downsample + Catmull-Rom: cosine {c:.5} to the golden");
+    assert!(c > 0.999, "cosine {c}: farsight's small-face pre-processing drifted from the contract");
+    let full = normalize(floats(&g["sface_full_resolution"])).unwrap();
+    let sface_small = Embedder::load(&models).unwrap().embed(&up).unwrap();
+    let (student, teacher) = (cosine(&ours, &full), cosine(&sface_small, &full));
+    eprintln!("cosine to SFace at full resolution: lrembed {student:.3}, SFace on the same 14 px face {teacher:.3}");
+    assert!(student > teacher, "lrembed {student} does not land nearer the full-resolution face than SFace {teacher}");
+}

@@ -182,6 +182,8 @@ fn faces_below_the_threshold_get_the_configured_restorer_larger_ones_the_fallbac
     config.restore.method = RestoreKind::FtlganFp32;
     config.restore.below_px = 32.0;
     config.restore.fallback = RestoreKind::Bicubic;
+    // The restore policy alone: the small-face path would take the 20 px face.
+    config.embed.small_face_embedder = farsight::embed::EmbedderKind::Sface;
     let rec = farsight::Recognizer::load(&config).unwrap();
     let img = images::load(&lfw_image("Tony_Blair", 3), &Default::default()).unwrap();
     let full = rec.single_face(&img, true).unwrap().expect("a face");
@@ -199,4 +201,57 @@ fn faces_below_the_threshold_get_the_configured_restorer_larger_ones_the_fallbac
         eprintln!("face box {:.1} px, aligned crop {:.1} px", obs.face.rect.w, obs.aligned_px);
         assert_eq!(obs.restorer.as_deref(), Some(want), "face of {:.0} aligned px", obs.aligned_px);
     }
+}
+
+/// Tony Blair's held-back photo shrunk so his face box is `face_px` wide, as a camera far away
+/// would see it, saved as PNG in `dir`.
+fn shrunk_tony_blair(dir: &std::path::Path, face_px: f32) -> std::path::PathBuf {
+    let img = images::load(&lfw_image("Tony_Blair", 3), &Default::default()).unwrap();
+    let full = recognizer().single_face(&img, true).unwrap().expect("a face");
+    let s = face_px / full.face.rect.w;
+    let (w, h) = img.dimensions();
+    let small = image::imageops::resize(
+        &img,
+        (w as f32 * s) as u32,
+        (h as f32 * s) as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    // On a grey canvas, so the detector sees a face in a scene, not a face filling the frame.
+    let mut canvas = image::RgbImage::from_pixel(160, 160, image::Rgb([96, 96, 96]));
+    image::imageops::replace(&mut canvas, &small, 40, 40);
+    let path = dir.join(format!("tony_blair_{face_px}px.png"));
+    canvas.save(&path).unwrap();
+    path
+}
+
+#[test]
+fn identify_of_a_small_face_frame_uses_the_small_face_path_and_enroll_never_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = shrunk_tony_blair(dir.path(), 16.0);
+    let frame = images::load(&probe, &Default::default()).unwrap();
+    // The library: the default config routes a face below embed.small_face_below_px to lrembed
+    // (after bicubic), and a gallery template of the same face to SFace.
+    let rec = recognizer();
+    let obs = rec.observe(&frame).unwrap();
+    let face = obs.first().expect("the detector finds the 16 px face");
+    assert!(face.aligned_px < Config::default().embed.small_face_below_px, "{} aligned px", face.aligned_px);
+    assert_eq!(face.embedder, farsight::embed::EmbedderKind::Lrembed, "{:.1} aligned px", face.aligned_px);
+    assert_eq!(face.restorer.as_deref(), Some("bicubic"), "lrembed takes the bicubic face");
+    let template = rec.single_face_template(&frame, true).unwrap().expect("a face");
+    assert_eq!(template.embedder, farsight::embed::EmbedderKind::Sface, "templates are always SFace");
+    // A full-resolution face is never on the small-face path.
+    let img = images::load(&lfw_image("Tony_Blair", 3), &Default::default()).unwrap();
+    let full = rec.single_face(&img, true).unwrap().expect("a face");
+    assert_eq!(full.embedder, farsight::embed::EmbedderKind::Sface);
+
+    // The command: identify says which embedder made the probe, and matches it against the SFace
+    // templates of the enrolled photos.
+    let g = dir.path().join("gallery.db");
+    enroll_tony_blair(&g);
+    let out = farsight(&["identify", "--gallery", g.to_str().unwrap(), probe.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eprintln!("{text}");
+    assert!(text.contains("small-face embedder lrembed"), "{text}");
+    assert!(text.contains("Tony Blair"), "the enrolled identity is a candidate: {text}");
 }

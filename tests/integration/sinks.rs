@@ -36,6 +36,7 @@ pub fn event(camera: &str, track: u64) -> TrackEvent {
             aligned_px: 26.0,
             restored: true,
             restorer: Some("ftlgan".into()),
+            embedder: Some("sface".into()),
             detector_score: 0.8,
             quality: 0.5,
             crop: None,
