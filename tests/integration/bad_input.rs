@@ -214,7 +214,7 @@ fn a_missing_ftlgan_model_names_the_training_steps() {
 /// default small-face path (`lrembed`), and `lrembed` as given (`None`: no lrembed.onnx at all).
 fn lrembed_config(dir: &Path, lrembed: Option<&[u8]>) -> std::path::PathBuf {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    for f in ["centerface.onnx", "sface.onnx", "ftlgan.onnx"] {
+    for f in ["centerface.onnx", "yunet.onnx", "sface.onnx", "ftlgan.onnx"] {
         std::fs::copy(models.join(f), dir.join(f)).unwrap();
     }
     if let Some(bytes) = lrembed {

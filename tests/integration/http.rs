@@ -479,11 +479,19 @@ fn run_streams_events_lists_them_from_sqlite_and_exports_metrics() {
         }
     }
 
-    // The SQLite sink stored them; the API lists and filters them (newest first).
-    let (status, body) = server.get("/api/events?camera=frames&limit=1000");
-    assert_eq!(status, 200, "{body}");
-    let all = body["events"].as_array().unwrap().clone();
-    assert!(all.iter().any(|e| e["event"] == "unknown") && all.iter().any(|e| e["event"] == "match"), "{body}");
+    // The SQLite sink stored them (its own queue: the stream can be ahead of the table, so wait for
+    // the rows rather than race them); the API lists and filters them (newest first).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server.get("/api/events?camera=frames&limit=1000");
+        assert_eq!(status, 200, "{body}");
+        let all = body["events"].as_array().unwrap().clone();
+        if all.iter().any(|e| e["event"] == "unknown") && all.iter().any(|e| e["event"] == "match") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stored events never held both kinds: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (_, matches) = server.get("/api/events?kind=match&identity=Tony%20Blair");
     assert!(matches["events"]
         .as_array()
