@@ -239,7 +239,9 @@ pub fn plan(
             (p.w < config.upscale_below_px).then_some(p)
         });
         let mut capped = vec![whole];
-        capped.extend(windows.into_iter().filter(|w| w.scale > 1.0 && small_tracks.clone().any(|p| contains(&w.rect, &p, 0.5))));
+        capped.extend(
+            windows.into_iter().filter(|w| w.scale > 1.0 && small_tracks.clone().any(|p| contains(&w.rect, &p, 0.5))),
+        );
         return capped;
     }
     windows
@@ -428,7 +430,9 @@ mod tests {
     fn a_busy_frame_costs_no_more_than_the_whole_frame_plus_small_faces() {
         let c = SceneConfig::default();
         // Six people moving in a 640x480 frame, one of them a small tracked face.
-        let regions = (0..6).map(|i| Rect { x: 20.0 + 100.0 * i as f32, y: 40.0 + 30.0 * i as f32, w: 150.0, h: 150.0 }).collect();
+        let regions = (0..6)
+            .map(|i| Rect { x: 20.0 + 100.0 * i as f32, y: 40.0 + 30.0 * i as f32, w: 150.0, h: 150.0 })
+            .collect();
         let busy = MotionOutcome { regions, scan: false };
         let small = hint(300.0, 300.0, 14.0);
         let w = plan((640, 480), 5, Duration::ZERO, &busy, std::slice::from_ref(&small), &c);
