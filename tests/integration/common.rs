@@ -70,6 +70,34 @@ pub fn stderr(o: &Output) -> String {
 /// Linux's ephemeral range (32768-60999), so outgoing connections of other tests cannot take it
 /// between this check and the server's own bind (servers that lose the race anyway are retried by
 /// their starters).
+/// A PNG whose header declares `w` x `h` 8-bit RGB pixels over a tiny body: a decompression bomb's
+/// shape, without building one (what the hostile-input and HTTP upload tests feed farsight).
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    };
+    let ihdr: Vec<u8> = w.to_be_bytes().into_iter().chain(h.to_be_bytes()).chain([8, 2, 0, 0, 0]).collect();
+    chunk(b"IHDR", &ihdr);
+    // A real zlib stream of zeros would be the bomb; a few bytes of it are enough for the header.
+    chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x00, 0x00]);
+    chunk(b"IEND", &[]);
+    out
+}
+
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     for _ in 0..1000 {

@@ -1,36 +1,14 @@
 //! Regression tests for the defects found by trying to break farsight as an unlucky or hostile
 //! user would (issue 15), each named after its bug, through the real binary.
 
-use crate::common::{enroll_tony_blair, farsight, lfw_image, stderr};
+use crate::common::{enroll_tony_blair, farsight, lfw_image, png_declaring, stderr};
 use farsight::{Gallery, OpenMode};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A PNG whose header declares `w` x `h` pixels over a tiny body: a decompression bomb's shape.
+/// Writes a decompression bomb's shape (`common::png_declaring`) to `path`.
 fn png_bomb(path: &Path, w: u32, h: u32) {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        out.extend((data.len() as u32).to_be_bytes());
-        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-        out.extend(&body);
-        out.extend(crc32(&body).to_be_bytes());
-    };
-    let ihdr: Vec<u8> = w.to_be_bytes().into_iter().chain(h.to_be_bytes()).chain([8, 2, 0, 0, 0]).collect();
-    chunk(b"IHDR", &ihdr);
-    // A real zlib stream of zeros would be the bomb; a few bytes of it are enough for the header.
-    chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0x60, 0x18, 0x05, 0x00, 0x00]);
-    chunk(b"IEND", &[]);
-    std::fs::write(path, out).unwrap();
+    std::fs::write(path, png_declaring(w, h)).unwrap();
 }
 
 fn config(dir: &Path, text: &str) -> PathBuf {

@@ -3,7 +3,7 @@
 //! identify, rename, delete; every bad input refused with a JSON error and nothing written; the
 //! token; events listed from SQLite and streamed (SSE) from a running pipeline; metrics that parse.
 
-use crate::common::{free_port, lfw_image, stderr, Daemon};
+use crate::common::{free_port, lfw_image, png_declaring, stderr, Daemon};
 use serde_json::Value;
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
@@ -219,35 +219,6 @@ fn serve_enrolls_identifies_renames_and_deletes_through_the_api() {
     // He is a stranger again.
     let (_, body) = server.post_parts("/api/identify", &[("photo", "probe.jpg", photo)]);
     assert!(body["faces"].as_array().unwrap().iter().all(|f| f["identity"] != "Anthony Blair"), "{body}");
-}
-
-/// A PNG whose header declares `w` x `h` pixels with a tiny body: a decompression bomb's shape.
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        out.extend((data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend(data);
-        out.extend(&body);
-        out.extend(crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    out
 }
 
 /// Sends raw bytes and reads the whole answer (for requests a client library will not send).
