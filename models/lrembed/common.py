@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
+
+# FTLGAN's training module (same venv) folds SFace's BatchNorms for training too: one copy of that.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "ftlgan"))
+from ftlgan import fold_batchnorm  # noqa: E402
 
 ALIGNED = 112
 HERE = Path(__file__).resolve().parent
@@ -84,24 +89,6 @@ def split(identities: np.ndarray, seed: int = 1, val_fraction: float = 0.05):
 # ---------------------------------------------------------------------------------------------
 # Students.
 
-def _fold_batchnorm(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    mods = dict(gm.named_modules())
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(mods[node.target], nn.BatchNorm2d):
-            continue
-        src = node.args[0]
-        if src.op == "call_module" and isinstance(mods[src.target], nn.Conv2d) and len(src.users) == 1:
-            parent, _, name = src.target.rpartition(".")
-            setattr(gm.get_submodule(parent), name, fuse_conv_bn_eval(mods[src.target], mods[node.target]))
-            node.replace_all_uses_with(src)
-            gm.graph.erase_node(node)
-    gm.graph.lint()
-    gm.recompile()
-    return gm
-
-
 def _sface_layers() -> tuple[list[tuple[nn.Conv2d, torch.Tensor]], nn.Linear]:
     """SFace's weights from models/sface.onnx (onnx2torch): every conv with its BatchNorm folded
     in, paired with its PReLU slope, and the head (BatchNorm2d -> Flatten -> Gemm ->
@@ -109,7 +96,7 @@ def _sface_layers() -> tuple[list[tuple[nn.Conv2d, torch.Tensor]], nn.Linear]:
     export.py --check-sface)."""
     from onnx2torch import convert
 
-    gm = _fold_batchnorm(convert(str(SFACE)).eval())
+    gm = fold_batchnorm(convert(str(SFACE)).eval())
     convs, pending = [], None
     for node in gm.graph.nodes:
         if node.op != "call_module":
