@@ -20,7 +20,9 @@ pub struct Frame {
     /// fast it is processed), the nominal frame interval times `seq` for an image folder, and the
     /// time since the camera was first opened for a live source.
     pub ts: Duration,
-    /// 8-bit RGB pixels, tightly packed (any stride was removed by the source).
+    /// 8-bit RGB pixels, tightly packed (any stride was removed by the source); empty (0x0) for
+    /// a frame nobody searches (no motion, no open track, no full scan due), whose pixels were
+    /// never converted to RGB.
     pub image: RgbImage,
     /// Where the camera's motion stage saw movement, and whether the whole frame is to be scanned.
     pub motion: crate::motion::MotionOutcome,

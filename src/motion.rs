@@ -10,7 +10,7 @@
 //! here; a static scene yields no region and costs nothing downstream.
 
 use crate::geometry::Rect;
-use image::RgbImage;
+use crate::source::Luma;
 use serde::{Deserialize, Serialize};
 
 /// Cells along the longer side of the grid, at most.
@@ -107,8 +107,12 @@ impl Motion {
     }
 
     /// Looks at one frame taken at stream time `ts` (seconds).
-    pub fn update(&mut self, frame: &RgbImage, ts: f64) -> MotionOutcome {
-        let (w, h) = frame.dimensions();
+    pub fn update<'a>(&mut self, frame: impl Into<Luma<'a>>, ts: f64) -> MotionOutcome {
+        let frame = frame.into();
+        let (w, h) = match frame {
+            Luma::Rgb(image) => image.dimensions(),
+            Luma::Plane { width, height, .. } => (width, height),
+        };
         if w == 0 || h == 0 {
             return MotionOutcome::default();
         }
@@ -117,7 +121,7 @@ impl Motion {
             self.last_scan = Some(ts);
             return MotionOutcome { regions: Vec::new(), scan: true };
         }
-        let cells = self.sample(frame);
+        let cells = self.sample(frame, w, h);
         let first = (w, h) != self.frame;
         if first {
             self.reset_grid(w, h, cells);
@@ -170,8 +174,7 @@ impl Motion {
 
     /// Mean brightness of each cell (every other pixel of every other row), sizing the grid for
     /// this frame first.
-    fn sample(&mut self, frame: &RgbImage) -> Vec<f32> {
-        let (w, h) = frame.dimensions();
+    fn sample(&mut self, frame: Luma<'_>, w: u32, h: u32) -> Vec<f32> {
         let cell = w.max(h).div_ceil(GRID).max(1);
         let (gw, gh) = (w.div_ceil(cell) as usize, h.div_ceil(cell) as usize);
         if (w, h) != self.frame {
@@ -181,19 +184,42 @@ impl Motion {
         let step = if cell >= 4 { 2 } else { 1 };
         let mut sum = vec![0u32; gw * gh];
         let mut count = vec![0u32; gw * gh];
-        let raw = frame.as_raw();
-        for y in (0..h).step_by(step) {
+        let mut add = |y: u32, line: &mut dyn Iterator<Item = (u32, u32)>| {
             let row = (y / cell) as usize * gw;
-            let line = &raw[(y * w * 3) as usize..((y + 1) * w * 3) as usize];
-            for x in (0..w).step_by(step) {
-                let p = &line[(x * 3) as usize..(x * 3 + 3) as usize];
-                let luma = (77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2])) >> 8;
+            for (x, luma) in line {
                 let i = row + (x / cell) as usize;
                 sum[i] += luma;
                 count[i] += 1;
             }
+        };
+        let mut scale: fn(f32) -> f32 = |v| v;
+        match frame {
+            Luma::Rgb(image) => {
+                let raw = image.as_raw();
+                for y in (0..h).step_by(step) {
+                    let line = &raw[(y * w * 3) as usize..((y + 1) * w * 3) as usize];
+                    add(
+                        y,
+                        &mut line.chunks_exact(3).step_by(step).zip((0..w).step_by(step)).map(|(p, x)| {
+                            (x, (77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2])) >> 8)
+                        }),
+                    );
+                }
+            }
+            Luma::Plane { data, stride, limited, .. } => {
+                for y in (0..h).step_by(step) {
+                    let start = y as usize * stride;
+                    // A short buffer (never seen from GStreamer) leaves the missing rows unsampled.
+                    let Some(line) = data.get(start..start + w as usize) else { break };
+                    add(y, &mut line.iter().step_by(step).zip((0..w).step_by(step)).map(|(&v, x)| (x, u32::from(v))));
+                }
+                if limited {
+                    // Video luma spans 16-235: stretch it to the 0-255 that RGB brightness spans.
+                    scale = |v: f32| (v - 16.0) * (255.0 / 219.0);
+                }
+            }
         }
-        sum.iter().zip(&count).map(|(&s, &c)| s as f32 / c.max(1) as f32).collect()
+        sum.iter().zip(&count).map(|(&s, &c)| scale(s as f32 / c.max(1) as f32)).collect()
     }
 
     /// Connected groups of moving cells as frame-pixel boxes with a margin (a quarter of the
@@ -273,7 +299,18 @@ fn dilate(mask: &mut [bool], (gw, gh): (usize, usize)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Rgb;
+    use image::{Rgb, RgbImage};
+
+    /// A video-range Y plane (BT.601, 16-235) of `img`, rows padded to a multiple of 64 bytes.
+    fn y_plane(img: &RgbImage) -> (Vec<u8>, usize) {
+        let stride = (img.width() as usize).div_ceil(64) * 64;
+        let mut data = vec![0u8; stride * img.height() as usize];
+        for (x, y, p) in img.enumerate_pixels() {
+            let l = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+            data[y as usize * stride + x as usize] = (16.0 + l * 219.0 / 255.0).round() as u8;
+        }
+        (data, stride)
+    }
 
     /// A textured background (so a uniform brightness shift is not a trivial case).
     fn background(w: u32, h: u32) -> RgbImage {
@@ -290,6 +327,25 @@ mod tests {
             }
         }
         img
+    }
+
+    #[test]
+    fn a_video_y_plane_finds_the_same_person_as_its_rgb_frame() {
+        let bg = background(1280, 720);
+        let person = with_person(bg.clone(), 900, 300, 20, 90);
+        let (mut from_rgb, mut from_y) = (Motion::new(MotionConfig::default()), Motion::new(MotionConfig::default()));
+        for (i, img) in [&bg, &bg, &bg, &person].into_iter().enumerate() {
+            let ts = i as f64 * 0.1;
+            let (data, stride) = y_plane(img);
+            let plane = Luma::Plane { data: &data, width: 1280, height: 720, stride, limited: true };
+            let (a, b) = (from_rgb.update(img, ts), from_y.update(plane, ts));
+            assert_eq!(a.scan, b.scan, "frame {i}");
+            assert_eq!(a.regions, b.regions, "frame {i}: the Y plane sees what RGB sees");
+        }
+        // A plane shorter than it claims is sampled as far as it goes, never read past its end.
+        let (data, stride) = y_plane(&person);
+        let short = Luma::Plane { data: &data[..stride * 100], width: 1280, height: 720, stride, limited: true };
+        let _ = from_y.update(short, 0.5);
     }
 
     #[test]

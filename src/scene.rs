@@ -165,6 +165,12 @@ impl TrackBoard {
         map.insert(camera.clone(), hints);
     }
 
+    /// Whether `camera` has an open track.
+    pub fn has_tracks(&self, camera: &str) -> bool {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(camera).is_some_and(|h| !h.is_empty())
+    }
+
     pub fn hints(&self, camera: &str) -> Vec<TrackHint> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.get(camera).cloned().unwrap_or_default()

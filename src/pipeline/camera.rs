@@ -11,6 +11,7 @@ use super::health::Pulse;
 use super::CameraMsg;
 use crate::config::CameraConfig;
 use crate::frame::Frame;
+use crate::scene::TrackBoard;
 use crate::source::{FrameSource, Pulled, SourceError};
 use crate::stats::StageStats;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
@@ -47,6 +48,9 @@ pub(super) struct CameraThread {
     /// Stamped on every pass of the loops (a pull waits at most 200 ms): a source stuck inside
     /// `pull` stops it, and the systemd watchdog with it.
     pub pulse: Pulse,
+    /// The open tracks: a frame with neither motion nor an open track of this camera is not
+    /// searched, so its pixels are never converted to RGB.
+    pub board: TrackBoard,
 }
 
 impl CameraThread {
@@ -97,7 +101,7 @@ impl CameraThread {
                     break Err(CameraEnd::Stopped);
                 }
                 match self.source.pull(PULL_TIMEOUT) {
-                    Ok(Pulled::Frame { image, pts }) => {
+                    Ok(Pulled::Frame { picture, pts }) => {
                         let captured = Instant::now();
                         last_frame = captured;
                         backoff = Duration::from_secs(1);
@@ -108,7 +112,20 @@ impl CameraThread {
                         } else {
                             pts.unwrap_or(interval * seq.min(u64::from(u32::MAX)) as u32)
                         };
-                        let motion = motion.update(&image, ts.as_secs_f64());
+                        let motion = motion.update(picture.luma(), ts.as_secs_f64());
+                        let searched = motion.scan || !motion.regions.is_empty() || self.board.has_tracks(&self.name);
+                        let image = if searched {
+                            match picture.into_rgb() {
+                                Ok(image) => image,
+                                Err(message) => {
+                                    self.stats.count_error();
+                                    log::warn!("camera {}: skipping a bad frame: {message}", self.name);
+                                    continue;
+                                }
+                            }
+                        } else {
+                            image::RgbImage::new(0, 0)
+                        };
                         let wall = SystemTime::now();
                         let frame = Frame { camera: self.name.clone(), seq, captured, wall, ts, image, motion };
                         seq += 1;
@@ -261,6 +278,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             epoch: Instant::now(),
             pulse: Pulse::new(&Arc::new(super::super::Heartbeats::new(vec!["cam".into()])), 0),
+            board: TrackBoard::default(),
         };
         (thread, rx)
     }

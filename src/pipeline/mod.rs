@@ -213,6 +213,7 @@ pub fn run(
                 stop: stop.clone(),
                 epoch,
                 pulse: Pulse::new(&heartbeats, slot),
+                board: board.clone(),
             };
             receivers.push(CameraQueue { rx, taken: Arc::default() });
             named_camera_stats.push((name.to_string(), stats.clone()));

@@ -83,6 +83,10 @@ pub(super) fn worker(mut queues: Vec<CameraQueue>, tx: Sender<TrackMsg>, cx: &Wo
 
 /// Searches one frame and turns its faces into sightings (embedded or not).
 fn look(cx: &WorkerContext<'_>, frame: &Frame) -> Result<(Vec<Sighting>, SearchPlan), RecognizeError> {
+    if frame.image.width() == 0 {
+        // The camera saw no motion and no open track: nothing to search (and no pixels).
+        return Ok((Vec::new(), SearchPlan::default()));
+    }
     let hints = cx.board.hints(&frame.camera);
     let windows = scene::plan(frame.image.dimensions(), frame.seq, frame.ts, &frame.motion, &hints, cx.scene);
     if windows.is_empty() {

@@ -5,23 +5,30 @@
 //!   TCP interleaving: no UDP ports to open on the box, and no loss artefacts on busy Wi-Fi.
 //! - Files: `uridecodebin uri=file:///... ! videoconvert ! appsink`.
 //!
-//! The appsink caps are pinned to `video/x-raw,format=RGB`, so every frame arrives as packed RGB
-//! with a row stride that may exceed `3 * width` (rows are padded to 4 bytes): frames are copied
-//! once, row by row, into a tight [`RgbImage`]. Live sources use `max-buffers=1 drop=true` (the
-//! newest frame wins; GStreamer 1.22 has no `leaky-type`); files keep every frame and wait for the
-//! reader. `sync=false` everywhere: files are read as fast as the pipeline takes them.
+//! The appsink caps are pinned to `video/x-raw,format=I420` (videoconvert passes the decoder's
+//! frames through untouched when they already are, as H.264/H.265 decoders' usually are). A frame
+//! stays in its GStreamer buffer as a [`YuvFrame`]: the motion stage reads its Y plane, and only a
+//! frame the workers will search is converted to packed RGB, by GStreamer's own converter (the one
+//! videoconvert uses, so the pixels are the same as when the appsink asked for RGB). A static
+//! scene therefore costs the decoder and a look at the Y plane, and no RGB frame pool is held
+//! (1080p: 545 -> 510 MiB peak RSS with the RGB caps and a 4-buffer appsink; see the README).
+//! Live sources use `max-buffers=1 drop=true` (the newest frame wins; GStreamer 1.22 has no
+//! `leaky-type`); files keep every frame, one buffered, and wait for the reader. `sync=false`
+//! everywhere: files are read as fast as the pipeline takes them.
 //!
 //! Errors arrive on the bus: [`GstSource::pull`] checks it on every call, so a dropped RTSP
 //! server becomes a [`SourceError::Stream`] and the camera thread reconnects. A server that goes
 //! silent without an error is caught by the camera's stall timeout.
 
-use super::{redact_text, redact_url, FrameSource, Pulled, SourceError, SourceSpec};
+use super::{redact_text, redact_url, FrameSource, Luma, Picture, Pulled, SourceError, SourceSpec};
 use crate::config::CameraConfig;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
 use image::RgbImage;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A GStreamer-decoded RTSP stream or video file.
@@ -32,7 +39,11 @@ pub struct GstSource {
     shown: String,
     description: String,
     live: bool,
+    /// `max-threads` of a libav decoder (0: its own choice).
+    decode_threads: u32,
     running: Option<(gst::Element, gst_app::AppSink)>,
+    /// The converter of the current caps, shared with the frames that may need it.
+    converter: Option<Arc<Converter>>,
 }
 
 impl GstSource {
@@ -58,11 +69,12 @@ impl GstSource {
             _ => return Err(open_err("not an RTSP url or a video file".into())),
         };
         let live = camera.is_live();
-        let sink = if live { "max-buffers=1 drop=true" } else { "max-buffers=4 drop=false" };
+        let sink = if live { "max-buffers=1 drop=true" } else { "max-buffers=1 drop=false" };
         let description = format!(
-            "{input} ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false emit-signals=false {sink}"
+            "{input} ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false emit-signals=false {sink}"
         );
-        Ok(Self { name: camera.name.clone(), shown, description, live, running: None })
+        let decode_threads = camera.decode_threads;
+        Ok(Self { name: camera.name.clone(), shown, description, live, decode_threads, running: None, converter: None })
     }
 
     fn stream_err(&self, message: String) -> SourceError {
@@ -106,6 +118,16 @@ impl FrameSource for GstSource {
             .and_then(|b| b.by_name("sink"))
             .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| open_err("the pipeline has no appsink".into()))?;
+        if let Some(bin) = pipeline.downcast_ref::<gst::Bin>() {
+            // decodebin picks the decoder at run time: set its threads as it is added.
+            let threads = i32::try_from(self.decode_threads).unwrap_or(0);
+            bin.connect_deep_element_added(move |_, _, element| {
+                let is_libav = element.factory().is_some_and(|f| f.name().starts_with("avdec_"));
+                if is_libav && element.has_property("max-threads") {
+                    element.set_property("max-threads", threads);
+                }
+            });
+        }
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             let detail = Self::bus_problem(&pipeline).and_then(Result::err).unwrap_or_else(|| e.to_string());
             let _ = pipeline.set_state(gst::State::Null);
@@ -128,12 +150,22 @@ impl FrameSource for GstSource {
         let bad = |message: String| SourceError::BadFrame { source_name: self.name.clone(), message };
         let caps = sample.caps().ok_or_else(|| bad("sample without caps".into()))?;
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
-        let buffer = sample.buffer().ok_or_else(|| bad("sample without a buffer".into()))?;
+        if info.format() != gst_video::VideoFormat::I420 || info.width() == 0 || info.height() == 0 {
+            return Err(bad(format!("unexpected frame format {:?} {}x{}", info.format(), info.width(), info.height())));
+        }
+        let buffer = sample.buffer_owned().ok_or_else(|| bad("sample without a buffer".into()))?;
         let pts = if self.live { None } else { buffer.pts().map(|t| Duration::from_nanos(t.nseconds())) };
-        let map = buffer.map_readable().map_err(|e| bad(e.to_string()))?;
-        let stride = info.stride().first().copied().unwrap_or(0).max(0) as usize;
-        let image = packed_rgb(map.as_slice(), info.width(), info.height(), stride).map_err(bad)?;
-        Ok(Pulled::Frame { image, pts })
+        let converter = match &self.converter {
+            Some(c) if c.input == info => c.clone(),
+            _ => {
+                let c = Arc::new(Converter::new(&info).map_err(bad)?);
+                self.converter = Some(c.clone());
+                c
+            }
+        };
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
+            .map_err(|_| bad("cannot map the frame's buffer".into()))?;
+        Ok(Pulled::Frame { picture: Picture::Yuv(YuvFrame { frame, converter }), pts })
     }
 
     fn close(&mut self) {
@@ -146,6 +178,77 @@ impl FrameSource for GstSource {
 impl Drop for GstSource {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A decoded I420 frame, still in its GStreamer buffer (see the module's documentation).
+pub struct YuvFrame {
+    frame: gst_video::VideoFrame<gst_video::video_frame::Readable>,
+    converter: Arc<Converter>,
+}
+
+impl std::fmt::Debug for YuvFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "YuvFrame({}x{})", self.frame.width(), self.frame.height())
+    }
+}
+
+impl YuvFrame {
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.frame.width(), self.frame.height())
+    }
+
+    /// The Y plane (limited range unless the caps say full range).
+    pub fn luma(&self) -> Luma<'_> {
+        let (width, height) = self.dimensions();
+        let data = self.frame.plane_data(0).unwrap_or(&[]);
+        let stride = self.frame.plane_stride().first().copied().unwrap_or(0).max(0) as usize;
+        let limited = self.frame.info().colorimetry().range() != gst_video::VideoColorRange::Range0_255;
+        Luma::Plane { data, width, height, stride, limited }
+    }
+
+    /// Converts the frame to packed RGB with GStreamer's converter.
+    pub fn into_rgb(self) -> Result<RgbImage, String> {
+        let (width, height) = self.dimensions();
+        let output = &self.converter.output;
+        let buffer = gst::Buffer::with_size(output.size()).map_err(|e| e.to_string())?;
+        let mut rgb = gst_video::VideoFrame::from_buffer_writable(buffer, output)
+            .map_err(|_| "cannot map the RGB frame's buffer".to_owned())?;
+        self.converter.converter.frame(&self.frame, &mut rgb);
+        let stride = rgb.plane_stride().first().copied().unwrap_or(0).max(0) as usize;
+        packed_rgb(rgb.plane_data(0).map_err(|e| e.to_string())?, width, height, stride)
+    }
+}
+
+/// I420 -> RGB for one stream's caps (made again when the caps change).
+#[derive(Debug)]
+struct Converter {
+    input: gst_video::VideoInfo,
+    output: gst_video::VideoInfo,
+    converter: gst_video::VideoConverter,
+}
+
+impl Converter {
+    fn new(input: &gst_video::VideoInfo) -> Result<Self, String> {
+        // As videoconvert negotiates it: full-range RGB that keeps the stream's transfer function
+        // and primaries (the default sRGB output would change the colours of a BT.601 stream).
+        let c = input.colorimetry();
+        let colorimetry = gst_video::VideoColorimetry::new(
+            gst_video::VideoColorRange::Range0_255,
+            gst_video::VideoColorMatrix::Rgb,
+            c.transfer(),
+            c.primaries(),
+        );
+        let output = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, input.width(), input.height())
+            .colorimetry(&colorimetry)
+            .fps(input.fps())
+            .par(input.par())
+            .interlace_mode(input.interlace_mode())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let converter = gst_video::VideoConverter::new(input, &output, None).map_err(|e| e.to_string())?;
+
+        Ok(Self { input: input.clone(), output, converter })
     }
 }
 
@@ -169,6 +272,68 @@ pub fn packed_rgb(data: &[u8], width: u32, height: u32, stride: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every frame of `source`, converted to RGB.
+    fn frames(source: &mut GstSource) -> Vec<RgbImage> {
+        source.open().unwrap();
+        let mut out = Vec::new();
+        loop {
+            match source.pull(Duration::from_secs(5)).unwrap() {
+                Pulled::Frame { picture, .. } => out.push(picture.into_rgb().unwrap()),
+                Pulled::Pending => continue,
+                Pulled::End => return out,
+            }
+        }
+    }
+
+    /// Every frame of a pipeline whose appsink asks videoconvert for RGB.
+    fn videoconvert_rgb(description: &str) -> Vec<RgbImage> {
+        let pipeline = gst::parse::launch(description).unwrap();
+        let sink = pipeline.downcast_ref::<gst::Bin>().unwrap().by_name("sink").unwrap();
+        let sink = sink.downcast::<gst_app::AppSink>().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut out = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+            let map = sample.buffer().unwrap().map_readable().unwrap();
+            let stride = info.stride()[0] as usize;
+            out.push(packed_rgb(map.as_slice(), info.width(), info.height(), stride).unwrap());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        out
+    }
+
+    /// A 4:2:0 stream (as cameras send; x264enc would keep videotestsrc's 4:4:4 otherwise, and
+    /// then both paths go through a lossy I420 step that is not the same).
+    #[test]
+    fn frames_converted_on_demand_have_the_pixels_videoconvert_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = dir.path().join("clip.mp4");
+        let status = std::process::Command::new("gst-launch-1.0")
+            .args([
+                "-q",
+                "videotestsrc",
+                "num-buffers=4",
+                "pattern=smpte",
+                "!",
+                "video/x-raw,format=I420,width=322,height=242",
+            ])
+            .args(["!", "x264enc", "threads=1", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
+            .arg(format!("location={}", video.display()))
+            .status()
+            .expect("gst-launch-1.0 runs (scripts/install-deps.sh installs it)");
+        assert!(status.success(), "encoding the test video failed (x264enc is in gstreamer1.0-plugins-ugly)");
+        let cam = CameraConfig::from_url(video.to_str().unwrap());
+        let mut ours = GstSource::new(&cam, &cam.spec().unwrap()).unwrap();
+        let (a, b) = (frames(&mut ours), videoconvert_rgb(&ours.description.replace("format=I420", "format=RGB")));
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.dimensions(), (322, 242));
+            let diff = x.as_raw().iter().zip(y.as_raw()).map(|(p, q)| p.abs_diff(*q)).max();
+            assert_eq!(diff, Some(0), "the same pixels as an RGB appsink");
+        }
+    }
 
     #[test]
     fn padded_rows_are_packed() {

@@ -245,7 +245,7 @@ impl FrameSource for ImagesSource {
         match entry {
             Entry::Image(path) => {
                 let image = load(path, &self.limits)?;
-                Ok(Pulled::Frame { image, pts: Some(self.interval * index as u32) })
+                Ok(Pulled::Frame { picture: super::Picture::Rgb(image), pts: Some(self.interval * index as u32) })
             }
             Entry::Skipped { path, kind } => Err(ImageError::NotAFile { path: path.clone(), kind }.into()),
         }

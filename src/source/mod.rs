@@ -19,11 +19,72 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum Pulled {
     /// A decoded frame, with its presentation time when the stream has one (video files).
-    Frame { image: RgbImage, pts: Option<Duration> },
+    Frame { picture: Picture, pts: Option<Duration> },
     /// Nothing arrived within the timeout; ask again (the caller checks for shutdown in between).
     Pending,
     /// A finite source (video file, image folder) has no more frames.
     End,
+}
+
+/// A decoded frame as its source delivered it. The camera thread shows every frame to the motion
+/// stage through [`Picture::luma`] and makes RGB pixels ([`Picture::into_rgb`]) only for frames
+/// the workers will search: in a static scene most video frames never leave the decoder's YUV.
+#[derive(Debug)]
+pub enum Picture {
+    /// Packed RGB (image files, V4L2 cameras).
+    Rgb(RgbImage),
+    /// A frame still in the decoder's YUV 4:2:0 (GStreamer sources).
+    #[cfg(feature = "gst")]
+    Yuv(gst::YuvFrame),
+}
+
+impl Picture {
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Picture::Rgb(image) => image.dimensions(),
+            #[cfg(feature = "gst")]
+            Picture::Yuv(frame) => frame.dimensions(),
+        }
+    }
+
+    /// The frame's brightness, as the motion stage reads it.
+    pub fn luma(&self) -> Luma<'_> {
+        match self {
+            Picture::Rgb(image) => Luma::Rgb(image),
+            #[cfg(feature = "gst")]
+            Picture::Yuv(frame) => frame.luma(),
+        }
+    }
+
+    /// The frame as packed RGB (a conversion for YUV frames; `Err` says why it failed).
+    pub fn into_rgb(self) -> Result<RgbImage, String> {
+        match self {
+            Picture::Rgb(image) => Ok(image),
+            #[cfg(feature = "gst")]
+            Picture::Yuv(frame) => frame.into_rgb(),
+        }
+    }
+}
+
+/// A frame's brightness: RGB pixels (brightness is computed from them), or a luma plane.
+#[derive(Debug, Clone, Copy)]
+pub enum Luma<'a> {
+    Rgb(&'a RgbImage),
+    /// 8-bit luma rows of `stride` bytes. `limited` is true for video's 16-235 range (then values
+    /// are stretched to 0-255, so motion thresholds mean the same on both kinds of source).
+    Plane {
+        data: &'a [u8],
+        width: u32,
+        height: u32,
+        stride: usize,
+        limited: bool,
+    },
+}
+
+impl<'a> From<&'a RgbImage> for Luma<'a> {
+    fn from(image: &'a RgbImage) -> Self {
+        Luma::Rgb(image)
+    }
 }
 
 /// A camera, video file or image sequence.
@@ -187,7 +248,8 @@ impl FrameSource for StallSource {
     fn pull(&mut self, _timeout: Duration) -> Result<Pulled, SourceError> {
         if !self.delivered {
             self.delivered = true;
-            return Ok(Pulled::Frame { image: RgbImage::from_pixel(320, 240, image::Rgb([128; 3])), pts: None });
+            let image = RgbImage::from_pixel(320, 240, image::Rgb([128; 3]));
+            return Ok(Pulled::Frame { picture: Picture::Rgb(image), pts: None });
         }
         loop {
             std::thread::park();

@@ -176,7 +176,7 @@ impl FrameSource for V4l2Source {
             PixelFormat::Yuyv => yuyv_to_rgb(data, width, height, width as usize * 2),
         }
         .map_err(|message| SourceError::BadFrame { source_name: name, message })?;
-        Ok(Pulled::Frame { image, pts: None })
+        Ok(Pulled::Frame { picture: super::Picture::Rgb(image), pts: None })
     }
 
     fn close(&mut self) {
@@ -241,7 +241,9 @@ mod tests {
         src.open().unwrap();
         let mut got = false;
         for _ in 0..20 {
-            if let Pulled::Frame { image, .. } = src.pull(Duration::from_millis(500)).unwrap() {
+            if let Pulled::Frame { picture: crate::source::Picture::Rgb(image), .. } =
+                src.pull(Duration::from_millis(500)).unwrap()
+            {
                 assert!(image.width() > 0);
                 got = true;
                 break;
