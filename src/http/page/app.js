@@ -95,6 +95,8 @@ function face(url, name) {
   return img;
 }
 
+function plural(n, what) { return n + " " + what + (n === 1 ? "" : "s"); }
+
 function when(ms) {
   if (ms === undefined || ms === null) return "";
   return new Date(Number(ms)).toLocaleString();
@@ -169,14 +171,14 @@ function identityCard(who) {
     if (!to || to === who.name) { renameForm.hidden = true; return; }
     try {
       await api("/api/identities/" + encodeURIComponent(who.name), json("PATCH", { name: to }));
+      await loadGallery();
       say("gallery-status", "renamed " + who.name + " to " + to, "ok");
-      loadGallery();
     } catch (e) { say("gallery-status", e.message, "error"); }
   });
   card.append(
     h("div", { class: "who" }, face(who.thumbnail, who.name),
       h("div", {}, h("div", { class: "name", text: who.name }),
-        h("div", { class: "meta", text: who.templates + (who.templates === 1 ? " photo" : " photos") }))),
+        h("div", { class: "meta", text: plural(who.templates, "photo") }))),
     h("div", { class: "actions" },
       h("button", { type: "button", class: "quiet", text: "Add photos", onclick: () => {
         $("enroll-name").value = who.name; $("enroll-files").focus();
@@ -187,8 +189,8 @@ function identityCard(who) {
       confirmButton("Remove", "Remove " + who.name + "?", async () => {
         try {
           await api("/api/identities/" + encodeURIComponent(who.name), { method: "DELETE" });
+          await loadGallery();
           say("gallery-status", "removed " + who.name, "ok");
-          loadGallery();
         } catch (e) { say("gallery-status", e.message, "error"); }
       })),
     renameForm);
@@ -242,13 +244,13 @@ function eventCard(e, fresh) {
   const px = typeof shot.face_px === "number" ? " · " + Math.round(shot.face_px) + " px face" : "";
   const visitor = e.visitor ? h("span", { class: "badge", text: "visitor " + e.visitor }) : null;
   return h("div", { class: "card event" + (fresh ? " fresh" : ""), "data-key": visitKey(e),
-    "data-identity": e.identity, "data-kind": e.event },
+    "data-identity": e.identity, "data-kind": e.event, "data-live": e._live ? "true" : null },
     face(cropUrl(e), title),
     h("div", { class: "body" },
       h("div", { class: "title" }, title + " ", h("span", { class: "badge " + e.event, text: e.event }), " ",
         h("span", { class: "badge", text: e.phase }), " ", visitor),
       h("div", { class: "meta", text: "camera " + e.camera + " · " + when(e.last_seen_ms) }),
-      h("div", { class: "meta", text: (e.frames_seen || 0) + " frames" + px + score + restored })));
+      h("div", { class: "meta", text: plural(e.frames_seen || 0, "frame") + px + score + restored })));
 }
 
 function renderEvents() {
@@ -275,6 +277,7 @@ function addEvent(e, fresh) {
   // A visit's later events replace its earlier ones (decision, update, then final).
   if (old && old.last_seen_ms > e.last_seen_ms) return;
   e._fresh = fresh;
+  e._live = fresh || (old && old._live);
   events.delete(key);
   events.set(key, e);
   while (events.size > MAX_EVENTS) events.delete(events.keys().next().value);
@@ -413,7 +416,7 @@ function visitorCard(v) {
     h("div", { class: "who" }, face(visitorShot(v), "?"),
       h("div", {},
         h("div", { class: "name" }, label, v.ignored ? h("span", { class: "badge ignored", text: "ignored" }) : null),
-        h("div", { class: "meta", text: (v.visits || 0) + " visit(s)" + (cameras ? " · " + cameras : "") }),
+        h("div", { class: "meta", text: plural(v.visits || 0, "visit") + (cameras ? " · " + cameras : "") }),
         h("div", { class: "meta", text: "first " + when(v.first_seen) }),
         h("div", { class: "meta", text: "last " + when(v.last_seen) }))),
     nameForm,
