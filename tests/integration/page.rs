@@ -38,6 +38,14 @@ fn get(base: &str, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null))
 }
 
+/// `GET path` with the token: the status, the content type and the body's bytes.
+fn get_bytes(base: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.get(format!("{base}{path}")).header("Authorization", format!("Bearer {TOKEN}")).call().unwrap();
+    let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (r.status().as_u16(), kind, r.body_mut().read_to_vec().unwrap())
+}
+
 /// Where this run's screenshots go, and the folder they are copied to when asked.
 struct Shots {
     dir: PathBuf,
@@ -160,6 +168,26 @@ fn the_page_enrolls_lists_streams_identifies_and_counts_in_a_real_browser() {
     assert!(event.as_str().unwrap().contains("camera frames"), "{event}");
     assert_eq!(browser.eval("return document.getElementById('events-live').textContent;", json!([])), "live");
     shots.take(&browser, "events");
+
+    // The best shot behind the page's picture: a stored event's crop_url serves the PNG; nothing
+    // but farsight's own crops and thumbnails is served from there (no path, no dot file, no link).
+    let (_, stored) = get(&base, "/api/events?kind=match&limit=1");
+    let url = stored["events"][0]["best_shot"]["crop_url"].as_str().unwrap_or_else(|| panic!("{stored}")).to_owned();
+    let (status, kind, png) = get_bytes(&base, &url);
+    assert_eq!((status, kind.as_str()), (200, "image/png"), "{url}");
+    assert!(png.starts_with(b"\x89PNG"), "{url}");
+    std::os::unix::fs::symlink(&g, crops.join("farsight-planted-1-1.png")).unwrap();
+    for path in [
+        "/api/crops/..%2Fg.db",
+        "/api/crops/%2E%2E%2Ffarsight.toml",
+        "/api/crops/.farsight-crops",
+        "/api/crops/farsight-planted-1-1.png",
+        "/api/crops/g.db",
+    ] {
+        let (status, body) = get(&base, path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("crop")), "{path}: {body}");
+    }
 
     // Visitors: named through the page once the visitors API exists.
     open_view(&browser, "visitors");
