@@ -7,9 +7,10 @@
 //! when it opens a page. The script asks for the token when the API answers 401, keeps it in the
 //! browser's localStorage and sends it as `Authorization: Bearer` with every request.
 
+use super::error::ApiError;
 use super::server::Shared;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -34,6 +35,31 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/api/status", get(status))
         .route("/api/crops/{file}", get(super::crops::get))
+}
+
+/// Refuses a write (anything but GET and HEAD) that a browser sends from a page of another site:
+/// its `Origin` is not this server's `Host`. A multipart POST needs no CORS preflight, so without
+/// this any web page a user of the box opens could enroll photos on a loopback farsight without
+/// a token. Clients that send no `Origin` (curl, scripts) are not concerned.
+pub(super) fn cross_site_write(request: &Request) -> Option<ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    let origin = request.headers().get(header::ORIGIN)?;
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = origin.to_str().unwrap_or("?");
+    let from = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    if from.is_some() && from == host {
+        return None;
+    }
+    Some(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "a write sent from a page of another site (Origin {}) is refused: use farsight's own page, or a \
+             client that sends no Origin header",
+            crate::gallery::shorten(origin)
+        ),
+    ))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -250,7 +250,7 @@ fn router(state: Shared) -> Router {
 }
 
 /// What every request passes first: the access token (when one is configured; `/healthz` and
-/// the page's own files excepted), a body the size limit refuses from its `Content-Length`, the shutdown (anything but
+/// the page's own files excepted), a write from another site's page refused, a body the size limit refuses from its `Content-Length`, the shutdown (anything but
 /// a read is refused), and the time limit.
 async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let http = &state.cx.http;
@@ -265,6 +265,9 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return response;
         }
+    }
+    if let Some(refused) = page::cross_site_write(&request) {
+        return refused.into_response();
     }
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > http.max_body_bytes) {

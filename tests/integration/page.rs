@@ -245,6 +245,19 @@ fn the_page_enrolls_lists_streams_identifies_and_counts_in_a_real_browser() {
     );
     shots.take(&browser, "counters");
 
+    // A write that another site's page makes a browser send is refused, token or not.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent
+        .delete(format!("{base}/api/identities/Tony%20Blair"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Origin", "http://evil.example")
+        .call()
+        .unwrap();
+    let body: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(r.status(), 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("another site"), "{body}");
+    assert_eq!(get(&base, "/api/identities").1["identities"][0]["name"], "Tony Blair");
+
     // Rename and remove through the page.
     open_view(&browser, "gallery");
     browser.click(&browser.find(".identity[data-name=\"Tony Blair\"] button.rename", WAIT));

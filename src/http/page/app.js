@@ -97,9 +97,11 @@ function face(url, name) {
 
 function plural(n, what) { return n + " " + what + (n === 1 ? "" : "s"); }
 
-function when(ms) {
-  if (ms === undefined || ms === null) return "";
-  return new Date(Number(ms)).toLocaleString();
+/** A time given as Unix milliseconds (events) or as a date string. */
+function when(t) {
+  if (t === undefined || t === null || t === "") return "";
+  const d = new Date(/^\d+$/.test(String(t)) ? Number(t) : t);
+  return isNaN(d) ? String(t) : d.toLocaleString();
 }
 
 /** A button that asks for a second click before it acts (no modal dialog). */
