@@ -174,7 +174,7 @@ pub(super) async fn list(
         offset: p.offset.unwrap_or(0),
     };
     let offset = q.offset;
-    let state_crops = state.cx.crops.is_some();
+    let crops = state.cx.crops.is_some();
     let rows = blocking(move || {
         let mut slot = state.events_db.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
@@ -187,7 +187,6 @@ pub(super) async fn list(
         sqlite::query(conn, &q).map_err(|e| events_error(&state.cx.gallery, e))
     })
     .await?;
-    let crops = state_crops;
     let events: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|(_, mut e)| {

@@ -250,8 +250,9 @@ fn router(state: Shared) -> Router {
 }
 
 /// What every request passes first: the access token (when one is configured; `/healthz` and
-/// the page's own files excepted), a write from another site's page refused, a body the size limit refuses from its `Content-Length`, the shutdown (anything but
-/// a read is refused), and the time limit.
+/// the page's own files excepted), a write sent from another site's page, a body the size limit
+/// refuses from its `Content-Length`, the shutdown (anything but a read is refused), and the time
+/// limit.
 async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let http = &state.cx.http;
     if let Some(token) = &http.token {
