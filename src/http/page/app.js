@@ -91,6 +91,9 @@ function initials(name) {
 function face(url, name) {
   if (!url) return h("div", { class: "initials", title: "no picture kept", text: initials(name) });
   const img = h("img", { class: "face", alt: name });
+  // A crop retention already deleted shows the initials instead of a broken picture.
+  img.addEventListener("error", () => img.replaceWith(h("div", { class: "initials", text: initials(name) })),
+    { once: true });
   showPicture(img, url);
   return img;
 }
