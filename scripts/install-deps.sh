@@ -2,7 +2,8 @@
 # Debian packages farsight needs to build (GStreamer and V4L2 features, a C compiler for the crates
 # that compile C or assembly: bundled SQLite, tract's kernels), to fetch samples and models (pip,
 # venv) and to run its tests (a loopback RTSP server, a mosquitto broker, x264 to encode test
-# videos). Idempotent: installs only what is missing and says what; uses sudo when not root.
+# videos, headless chromium and chromedriver for the page's browser test). Idempotent: installs
+# only what is missing and says what; uses sudo when not root.
 set -euo pipefail
 packages=(
   gcc libc6-dev                                            # cc: rusqlite (bundled), tract-linalg
@@ -14,6 +15,7 @@ packages=(
   gstreamer1.0-libav gstreamer1.0-tools                     # avdec_h264, gst-launch-1.0
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi   # the tests' RTSP server
   mosquitto procps                                          # the tests' MQTT broker; kill
+  chromium chromium-driver                                  # the page's browser test (tests/integration/page.rs)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,8 @@
 # the Rust toolchain and python3, installs what the tests need and runs them. Each step is
 # idempotent and says what it does:
 #   1. scripts/install-deps.sh      Debian packages: GStreamer + V4L2 build deps, the RTSP server and
-#                                   mosquitto the tests start, x264 for test videos (sudo if not root)
+#                                   mosquitto the tests start, x264 for test videos, chromium and
+#                                   chromium-driver for the page's browser test (sudo if not root)
 #   2. python3 models/fetch.py --check      the committed models against their pinned sha256
 #   3. models/ftlgan/setup.sh       the FTLGAN training venv (pinned PyTorch, ~3 GB the first time)
 #                                   for the training smoke test; skipped when

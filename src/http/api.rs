@@ -4,6 +4,7 @@
 //! or nothing exactly as `farsight enroll`: one photo without a face, with several faces or that
 //! cannot be read refuses the whole request, naming the photo, and nothing is written.
 
+use super::crops;
 use super::error::ApiError;
 use super::server::{blocking, too_large, Shared};
 use crate::gallery::{check_name, GalleryError, NewTemplate};
@@ -78,16 +79,27 @@ async fn read_photos(multipart: Result<Multipart, MultipartRejection>, max_body:
     Ok(photos)
 }
 
-/// `GET /api/identities`: every identity with its template count, by name.
+/// `GET /api/identities`: every identity with its template count, by name, and its `thumbnail`
+/// URL when crops are on and it was enrolled through the API.
 pub(super) async fn list_identities(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let state_crops = state.cx.crops.clone();
     let list = blocking(move || match state.with_gallery(false, |g| g.list()) {
         Ok(list) => Ok(list),
         Err(GalleryError::Missing { .. }) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     })
     .await?;
-    let identities: Vec<serde_json::Value> =
-        list.iter().map(|i| serde_json::json!({ "name": i.name, "templates": i.templates })).collect();
+    let crops = state_crops.as_deref();
+    let identities: Vec<serde_json::Value> = list
+        .iter()
+        .map(|i| {
+            let mut entry = serde_json::json!({ "name": i.name, "templates": i.templates });
+            if let Some(url) = crops::thumbnail_url(crops, &i.name) {
+                entry["thumbnail"] = url.into();
+            }
+            entry
+        })
+        .collect();
     Ok(Json(serde_json::json!({ "identities": identities })))
 }
 
@@ -120,6 +132,7 @@ pub(super) async fn add_photos(
         let mut templates = Vec::new();
         let mut faces = Vec::new();
         let mut rejected = Vec::new();
+        let mut first = None;
         for photo in &photos {
             let img = match images::decode(&photo.bytes, std::path::Path::new(&photo.label), &st.cx.images) {
                 Ok(img) => img,
@@ -131,6 +144,9 @@ pub(super) async fn add_photos(
             match rec.single_face(&img, largest) {
                 Ok(Ok(obs)) => {
                     let r = obs.face.rect;
+                    if first.is_none() && st.cx.crops.is_some() {
+                        first = Some((img, r));
+                    }
                     faces.push(serde_json::json!({
                         "photo": photo.label, "box": r, "face_px": r.w, "detector_score": obs.face.score,
                     }));
@@ -160,6 +176,11 @@ pub(super) async fn add_photos(
         }
         let id = rec.embedder().id().clone();
         let created = st.with_gallery(true, |g| g.enroll(&name, &id, &templates))?;
+        if let (Some(dir), Some((img, rect))) = (st.cx.crops.as_deref(), first) {
+            if created || crops::thumbnail_url(Some(dir), &name).is_none() {
+                crops::save_thumbnail(dir, &name, &img, rect);
+            }
+        }
         Ok((created, faces))
     })
     .await;
@@ -192,7 +213,11 @@ pub(super) async fn rename_identity(
         if state.stopping() {
             return Err(ApiError::shutting_down());
         }
-        state.with_gallery(false, |g| g.rename(&from, &new)).map_err(|e| missing_is_unknown(e, &from))
+        state.with_gallery(false, |g| g.rename(&from, &new)).map_err(|e| missing_is_unknown(e, &from))?;
+        if let Some(dir) = state.cx.crops.as_deref() {
+            crops::rename_thumbnail(dir, &from, &new);
+        }
+        Ok(())
     })
     .await?;
     Ok(Json(serde_json::json!({ "name": to, "renamed_from": name })))
@@ -209,7 +234,11 @@ pub(super) async fn delete_identity(
         if state.stopping() {
             return Err(ApiError::shutting_down());
         }
-        state.with_gallery(false, |g| g.remove(&who)).map_err(|e| missing_is_unknown(e, &who))
+        state.with_gallery(false, |g| g.remove(&who)).map_err(|e| missing_is_unknown(e, &who))?;
+        if let Some(dir) = state.cx.crops.as_deref() {
+            crops::remove_thumbnail(dir, &who);
+        }
+        Ok(())
     })
     .await?;
     Ok(Json(serde_json::json!({ "deleted": name })))

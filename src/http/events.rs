@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct Hub {
     tx: Mutex<Option<broadcast::Sender<Arc<str>>>>,
     /// Events by decision (match, unknown) and phase (decision, update, final).
     counts: [[AtomicU64; 3]; 2],
+    /// Visits (final events) by camera and decision, for `/api/status`.
+    cameras: Mutex<BTreeMap<String, [u64; 2]>>,
 }
 
 impl Default for Hub {
@@ -37,6 +40,7 @@ impl Default for Hub {
         Self {
             tx: Mutex::new(Some(broadcast::channel(STREAM_BUFFER).0)),
             counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            cameras: Mutex::default(),
         }
     }
 }
@@ -58,6 +62,17 @@ impl Hub {
             Phase::Final => 2,
         };
         self.counts[kind][phase].fetch_add(1, Relaxed);
+        if event.phase == Phase::Final {
+            let mut cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+            match cameras.get_mut(&event.camera) {
+                Some(counts) => counts[kind] += 1,
+                None => {
+                    let mut counts = [0; 2];
+                    counts[kind] = 1;
+                    cameras.insert(event.camera.clone(), counts);
+                }
+            }
+        }
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = tx.as_ref().filter(|tx| tx.receiver_count() > 0) {
             match serde_json::to_string(event) {
@@ -82,6 +97,11 @@ impl Hub {
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Arc<str>>> {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|tx| tx.subscribe())
+    }
+
+    /// Visits (final events) counted so far by camera: `[match, unknown]`.
+    pub(super) fn camera_counts(&self) -> BTreeMap<String, [u64; 2]> {
+        self.cameras.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Events counted so far by decision and phase, with the label values.
@@ -154,6 +174,7 @@ pub(super) async fn list(
         offset: p.offset.unwrap_or(0),
     };
     let offset = q.offset;
+    let crops = state.cx.crops.is_some();
     let rows = blocking(move || {
         let mut slot = state.events_db.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
@@ -166,7 +187,15 @@ pub(super) async fn list(
         sqlite::query(conn, &q).map_err(|e| events_error(&state.cx.gallery, e))
     })
     .await?;
-    let events: Vec<serde_json::Value> = rows.into_iter().map(|(_, e)| e).collect();
+    let events: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(_, mut e)| {
+            if crops {
+                super::crops::add_crop_url(&mut e);
+            }
+            e
+        })
+        .collect();
     Ok(Json(serde_json::json!({ "events": events, "limit": limit, "offset": offset })))
 }
 
@@ -191,8 +220,12 @@ pub(super) async fn stream(
     State(state): State<Shared>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
     let rx = state.cx.hub.subscribe().ok_or_else(ApiError::shutting_down)?;
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+    let crops = state.cx.crops.is_some();
+    let events = futures_util::stream::unfold(rx, move |mut rx| async move {
         let event = match rx.recv().await {
+            Ok(json) if crops && json.contains("\"crop\":\"") => {
+                Event::default().event("event").data(with_crop_url(&json).as_deref().unwrap_or(&*json))
+            }
             Ok(json) => Event::default().event("event").data(&*json),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 Event::default().event("lagged").data(missed.to_string())
@@ -202,6 +235,13 @@ pub(super) async fn stream(
         Some((Ok(event), rx))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `json` with `best_shot.crop_url` added (None when it does not parse).
+fn with_crop_url(json: &str) -> Option<String> {
+    let mut event: serde_json::Value = serde_json::from_str(json).ok()?;
+    super::crops::add_crop_url(&mut event);
+    serde_json::to_string(&event).ok()
 }
 
 /// How often `farsight serve` looks for new rows in the events table.

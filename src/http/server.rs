@@ -6,7 +6,7 @@
 
 use super::error::{ApiError, HttpError};
 use super::events::Hub;
-use super::{api, events, metrics, HttpConfig};
+use super::{api, events, metrics, page, HttpConfig};
 use crate::gallery::{Gallery, GalleryError, OpenMode, Snapshot};
 use crate::recognize::Recognizer;
 use crate::source::images::ImageLimits;
@@ -35,6 +35,8 @@ pub struct ServerContext {
     pub top_k: usize,
     /// Whether events are stored in the gallery's events table (`[sinks.sqlite]` is configured).
     pub events_stored: bool,
+    /// `crops.dir` when `[crops]` is enabled: best shots and identity thumbnails are served from it.
+    pub crops: Option<PathBuf>,
     pub recognizer: Arc<Recognizer>,
     /// New events for `/api/events/stream` and their counts for `/metrics`.
     pub hub: Arc<Hub>,
@@ -239,6 +241,7 @@ fn router(state: Shared) -> Router {
         .route("/api/identify", post(api::identify))
         .route("/api/events", get(events::list))
         .route("/api/events/stream", get(events::stream))
+        .merge(page::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -246,13 +249,15 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// What every request passes first: the access token (when one is configured; `/healthz`
-/// excepted), a body the size limit refuses from its `Content-Length`, the shutdown (anything but
-/// a read is refused), and the time limit.
+/// What every request passes first: the access token (when one is configured; `/healthz` and
+/// the page's own files excepted), a write sent from another site's page, a body the size limit
+/// refuses from its `Content-Length`, the shutdown (anything but a read is refused), and the time
+/// limit.
 async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let http = &state.cx.http;
     if let Some(token) = &http.token {
-        if request.uri().path() != "/healthz" && !authorized(&request, token) {
+        let path = request.uri().path();
+        if path != "/healthz" && !page::PUBLIC.contains(&path) && !authorized(&request, token) {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong access token: send the header `Authorization: Bearer <http.token>`",
@@ -261,6 +266,9 @@ async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Res
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return response;
         }
+    }
+    if let Some(refused) = page::cross_site_write(&request) {
+        return refused.into_response();
     }
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > http.max_body_bytes) {

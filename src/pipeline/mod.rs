@@ -38,7 +38,8 @@ mod worker;
 pub use camera::CameraEnd;
 pub use health::Heartbeats;
 pub use support::{
-    check_writable, prepare_crops_dir, private_file, read_status, GalleryWatch, StatusReport, CROPS_MARKER,
+    check_writable, is_crop_name, prepare_crops_dir, private_file, read_status, GalleryWatch, StatusReport,
+    CROPS_MARKER,
 };
 pub use tracker::{ReloadFn, Reloaded, Supervision};
 

@@ -279,8 +279,9 @@ pub fn save_crop(config: &CropsConfig, event: &TrackEvent, crop: &RgbImage) -> s
     Ok(path)
 }
 
-/// Whether `name` is a crop file farsight wrote: `farsight-<camera>-<digits>-<digits>.png`.
-fn is_crop_name(name: &str) -> bool {
+/// Whether `name` is named as a crop file farsight writes: `farsight-<camera>-<digits>-<digits>.png`
+/// (retention deletes only such files; the HTTP server serves only such files and thumbnails).
+pub fn is_crop_name(name: &str) -> bool {
     let Some(stem) = name.strip_prefix(CROP_PREFIX).and_then(|n| n.strip_suffix(".png")) else { return false };
     let mut parts = stem.rsplitn(3, '-');
     let (ms, track, camera) = (parts.next(), parts.next(), parts.next());

@@ -356,7 +356,7 @@ fn a_token_guards_every_route_but_healthz_and_is_required_beyond_loopback() {
     let config = dir.path().join("farsight.toml");
     std::fs::write(&config, format!("version = 1\n[http]\ntoken = \"{token}\"\n")).unwrap();
     let mut server = Server::serve(dir.path(), &g, &["--config", config.to_str().unwrap()]);
-    for path in ["/api/identities", "/api/events", "/metrics", "/readyz"] {
+    for path in ["/api/identities", "/api/events", "/metrics", "/readyz", "/api/status", "/api/crops/x.png"] {
         let missing = error_of(server.get(path), 401);
         assert!(missing.contains("Authorization: Bearer"), "{missing}");
     }
@@ -367,8 +367,10 @@ fn a_token_guards_every_route_but_healthz_and_is_required_beyond_loopback() {
     server.token = Some(token.into());
     assert_eq!(server.get("/api/identities").0, 200);
     assert_eq!(server.get("/readyz").0, 200, "serve is ready once its models are loaded");
-    // The probe of liveness needs no token (it shows nothing).
-    assert_eq!(agent().get(&server.url("/healthz")).call().unwrap().status(), 200);
+    // The probe of liveness and the page's own files need no token (they show no data).
+    for path in ["/healthz", "/", "/app.js", "/app.css"] {
+        assert_eq!(agent().get(&server.url(path)).call().unwrap().status(), 200, "{path}");
+    }
 }
 
 /// Every sample of a Prometheus text exposition, as (name with labels, value); panics on a line
@@ -519,6 +521,7 @@ fn writes_during_shutdown_are_refused_and_write_nothing() {
         threshold: config.matching.threshold,
         top_k: config.matching.top_k,
         events_stored: true,
+        crops: None,
         recognizer: Arc::new(farsight::Recognizer::load(&config).unwrap()),
         hub: Arc::new(Hub::default()),
         live: Arc::default(),
