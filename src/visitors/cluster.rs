@@ -188,10 +188,13 @@ mod tests {
     #[test]
     fn linkages_differ_on_a_spread_visitor() {
         // Two kept embeddings 90 degrees apart: the centroid sits between them.
-        let c = Cluster::new(1, vec![Kept { vector: unit(0.0), quality: 1.0 }, Kept {
-            vector: unit(std::f32::consts::FRAC_PI_2),
-            quality: 1.0,
-        }])
+        let c = Cluster::new(
+            1,
+            vec![
+                Kept { vector: unit(0.0), quality: 1.0 },
+                Kept { vector: unit(std::f32::consts::FRAC_PI_2), quality: 1.0 },
+            ],
+        )
         .unwrap();
         let probe = unit(0.0);
         assert!((c.score(&probe, Linkage::Max) - 1.0).abs() < 1e-6);
@@ -209,8 +212,8 @@ mod tests {
 
     #[test]
     fn absorbing_keeps_the_best_of_both() {
-        let mut a = Cluster::new(1, (0..4).map(|i| Kept { vector: unit(0.0), quality: 0.1 * i as f32 }).collect())
-            .unwrap();
+        let mut a =
+            Cluster::new(1, (0..4).map(|i| Kept { vector: unit(0.0), quality: 0.1 * i as f32 }).collect()).unwrap();
         let b = Cluster::new(2, (0..4).map(|i| Kept { vector: unit(0.1), quality: 0.5 + 0.1 * i as f32 }).collect())
             .unwrap();
         a.absorb(b);

@@ -117,7 +117,10 @@ pub fn run(rec: &Recognizer, opts: &VisitorEvalOptions) -> Result<VisitorEvalRep
         return Err(VisitorEvalError::NoDataset(opts.dataset.clone()));
     }
     if opts.calibrate_folds.iter().any(|f| opts.folds.contains(f)) {
-        return Err(VisitorEvalError::Overlap { calibrate: opts.calibrate_folds.clone(), evaluate: opts.folds.clone() });
+        return Err(VisitorEvalError::Overlap {
+            calibrate: opts.calibrate_folds.clone(),
+            evaluate: opts.folds.clone(),
+        });
     }
     let pairs = read_pairs(&opts.pairs)?;
     let calib_images = images_of(&pairs, &opts.calibrate_folds);
@@ -132,10 +135,8 @@ pub fn run(rec: &Recognizer, opts: &VisitorEvalOptions) -> Result<VisitorEvalRep
     let mut calibration = Vec::new();
     let mut clustering = Vec::new();
     for &size in &opts.sizes {
-        let cal_set: Vec<(&str, &[f32])> = calib
-            .iter()
-            .filter_map(|(img, e)| Some((img.name.as_str(), vector_at(e.as_ref()?, size)?.0)))
-            .collect();
+        let cal_set: Vec<(&str, &[f32])> =
+            calib.iter().filter_map(|(img, e)| Some((img.name.as_str(), vector_at(e.as_ref()?, size)?.0))).collect();
         let (genuine, mut impostor) = all_pair_scores(&cal_set);
         impostor.sort_by(|a, b| b.total_cmp(a));
         for &far in &opts.fars {
@@ -233,8 +234,7 @@ fn embed_all(
 ) -> Result<Vec<(ImageRef, Option<Embedded>)>, VisitorEvalError> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Result<Option<Embedded>, String>>>> =
-        Mutex::new((0..imgs.len()).map(|_| None).collect());
+    let out: Mutex<Vec<Option<Result<Option<Embedded>, String>>>> = Mutex::new((0..imgs.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..opts.threads.max(1) {
             s.spawn(|| loop {

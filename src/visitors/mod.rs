@@ -13,5 +13,6 @@
 pub mod cluster;
 pub mod eval;
 pub mod scores;
+pub mod store;
 
 pub use cluster::{Cluster, Kept, Linkage, KEEP};
