@@ -11,8 +11,13 @@
 //! event), `scores` and `eval` the LFW measurement (`farsight eval-visitors`).
 
 pub mod cluster;
+mod config;
 pub mod eval;
 pub mod scores;
 pub mod store;
+mod tracker;
 
 pub use cluster::{Cluster, Kept, Linkage, KEEP};
+pub use config::{VisitorsConfig, DEFAULT_SMALL_FACE_THRESHOLD, DEFAULT_THRESHOLD};
+pub use store::{VisitorError, VisitorId};
+pub use tracker::{Verdict, VisitorBook, RETENTION_EVERY};
