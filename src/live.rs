@@ -201,6 +201,7 @@ fn server_context(
         threshold: config.matching.threshold,
         top_k: config.matching.top_k,
         events_stored: config.sinks.sqlite.is_some(),
+        crops: config.crops.enabled.then(|| config.crops.dir.clone()),
         recognizer,
         hub: hub.clone(),
         live: live.clone(),

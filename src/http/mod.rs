@@ -1,6 +1,6 @@
 //! The operator's HTTP server, inside the farsight binary: health and readiness probes,
 //! Prometheus metrics, and a JSON API over the gallery (list, enroll photos, rename, delete),
-//! recognition of an uploaded photo, and the stored and live events (README "HTTP API").
+//! recognition of an uploaded photo, the stored and live events, and the visitors (README "HTTP API").
 //!
 //! It runs beside the pipeline (`farsight run`) or alone (`farsight serve`) on a small tokio
 //! runtime of its own ([`Server`]), so it never takes the pipeline's threads; the pipeline shows it
@@ -9,7 +9,7 @@
 //!
 //! Files: `config` the `[http]` section, `server` the runtime, router and request guard (token,
 //! shutdown, limits), `api` the gallery and identify routes, `events` the events routes and the
-//! hub, `metrics` the Prometheus families, `error` the JSON errors.
+//! hub, `metrics` the Prometheus families, `error` the JSON errors, `visitors` the visitor routes.
 
 mod api;
 mod config;
@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod metrics;
 mod server;
+mod visitors;
 
 pub use config::{HttpConfig, DEFAULT_BIND, MIN_TOKEN_CHARS};
 pub use error::{ApiError, HttpError};

@@ -194,7 +194,8 @@ impl TrackerThread {
                 if let Some(snapshot) = self.watch.poll() {
                     matcher.snapshot = Arc::new(snapshot);
                 }
-                let mut outcome = "reloaded: match, track, crops and visitors settings applied, gallery re-read".to_owned();
+                let mut outcome =
+                    "reloaded: match, track, crops and visitors settings applied, gallery re-read".to_owned();
                 for note in &r.notes {
                     outcome.push_str("; ");
                     outcome.push_str(note);

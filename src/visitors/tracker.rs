@@ -52,7 +52,16 @@ impl VisitorBook {
     /// use). `stats` is the `visitors` stage: in = unknown events seen, out = events given a
     /// visitor, dropped = events suppressed, errors = database failures.
     pub fn new(config: VisitorsConfig, path: PathBuf, embedder: EmbedderId, stats: Arc<StageStats>) -> Self {
-        Self { config, path, embedder, gallery: None, cache: Cache::default(), open: HashMap::new(), last_retention: None, stats }
+        Self {
+            config,
+            path,
+            embedder,
+            gallery: None,
+            cache: Cache::default(),
+            open: HashMap::new(),
+            last_retention: None,
+            stats,
+        }
     }
 
     /// New settings (a reload).
@@ -79,7 +88,9 @@ impl VisitorBook {
         let result = self.gallery().and_then(|g| store::enforce_retention(g, days, max, now_ms()));
         match result {
             Ok(0) => {}
-            Ok(n) => log::info!("visitors: retention forgot {n} visitor(s) (retention_days = {days}, max_visitors = {max})"),
+            Ok(n) => {
+                log::info!("visitors: retention forgot {n} visitor(s) (retention_days = {days}, max_visitors = {max})")
+            }
             Err(e) => {
                 self.stats.count_error();
                 log::warn!("visitors: retention failed: {}", crate::error_chain(&e));
@@ -124,7 +135,12 @@ impl VisitorBook {
             Ok(r) => r,
             Err(e) => {
                 self.stats.count_error();
-                log::warn!("visitors: cannot record unknown track {} of {}: {}", event.track, event.camera, crate::error_chain(&e));
+                log::warn!(
+                    "visitors: cannot record unknown track {} of {}: {}",
+                    event.track,
+                    event.camera,
+                    crate::error_chain(&e)
+                );
                 // Retry with a fresh connection next time.
                 self.gallery = None;
                 return Verdict::Publish;

@@ -519,6 +519,7 @@ fn writes_during_shutdown_are_refused_and_write_nothing() {
         threshold: config.matching.threshold,
         top_k: config.matching.top_k,
         events_stored: true,
+        crops: None,
         recognizer: Arc::new(farsight::Recognizer::load(&config).unwrap()),
         hub: Arc::new(Hub::default()),
         live: Arc::default(),

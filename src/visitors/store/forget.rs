@@ -120,4 +120,3 @@ pub fn within(path: &Path, dir: &Path) -> bool {
         _ => false,
     }
 }
-
