@@ -18,3 +18,4 @@ mod sinks;
 mod streaming;
 mod training;
 mod video;
+mod visitors;
