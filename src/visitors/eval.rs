@@ -92,6 +92,9 @@ pub struct VisitorEvalReport {
     pub clustering: Vec<ClusterRow>,
 }
 
+/// One image's result: its embeddings, `None` without a face, or what went wrong.
+type Outcome = Result<Option<Embedded>, String>;
+
 /// One image's embeddings at every size, with their quality.
 struct Embedded {
     by_size: Vec<(u32, Vec<f32>, f32)>,
@@ -234,7 +237,7 @@ fn embed_all(
 ) -> Result<Vec<(ImageRef, Option<Embedded>)>, VisitorEvalError> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Result<Option<Embedded>, String>>>> = Mutex::new((0..imgs.len()).map(|_| None).collect());
+    let out: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..imgs.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..opts.threads.max(1) {
             s.spawn(|| loop {
