@@ -169,3 +169,83 @@ impl VisitorBook {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::EMBEDDING_DIM;
+    use crate::event::Phase;
+
+    fn unit(i: usize) -> Vec<f32> {
+        let mut v = vec![0.0; EMBEDDING_DIM];
+        v[i] = 1.0;
+        v
+    }
+
+    fn book(dir: &std::path::Path, enabled: bool) -> (VisitorBook, Arc<StageStats>) {
+        let stats = Arc::new(StageStats::new("visitors"));
+        let id = EmbedderId { name: "sface-2021dec".into(), sha256: "cd".repeat(32) };
+        let config = VisitorsConfig { enabled, ..Default::default() };
+        (VisitorBook::new(config, dir.join("g.db"), id, stats.clone()), stats)
+    }
+
+    fn unknown(camera: &str, track: u64, phase: Phase) -> TrackEvent {
+        let mut e = crate::sink::tests::event(camera, track);
+        e.event = TrackDecision::Unknown;
+        e.identity = crate::event::UNKNOWN.into();
+        e.phase = phase;
+        e
+    }
+
+    #[test]
+    fn a_tracks_decision_and_final_are_one_visit_and_the_next_track_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, stats) = book(dir.path(), true);
+        let (a, other) = (unit(0), unit(3));
+        let mut d = unknown("door", 1, Phase::Decision);
+        assert_eq!(b.on_event(&mut d, &a, false), Verdict::Publish);
+        assert_eq!((d.visitor.as_deref(), d.visitor_visits), (Some("v1"), Some(1)));
+        assert_eq!(d.visitor_cameras, Some(vec!["door".to_owned()]));
+        let mut f = unknown("door", 1, Phase::Final);
+        b.on_event(&mut f, &a, false);
+        assert_eq!((f.visitor.as_deref(), f.visitor_visits), (Some("v1"), Some(1)), "the same visit");
+        let mut next = unknown("yard", 2, Phase::Final);
+        b.on_event(&mut next, &a, false);
+        assert_eq!((next.visitor.as_deref(), next.visitor_visits), (Some("v1"), Some(2)));
+        assert_eq!(next.visitor_cameras.as_ref().map(Vec::len), Some(2));
+        let mut stranger = unknown("door", 3, Phase::Final);
+        b.on_event(&mut stranger, &other, false);
+        assert_eq!(stranger.visitor.as_deref(), Some("v2"));
+        let s = stats.snapshot();
+        assert_eq!((s.input, s.output, s.dropped, s.errors), (4, 4, 0, 0));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("g.db")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the gallery the visitors create is private");
+        }
+    }
+
+    #[test]
+    fn ignored_visitors_are_suppressed_and_counted_and_others_pass_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, stats) = book(dir.path(), true);
+        let a = unit(0);
+        let mut first = unknown("door", 1, Phase::Final);
+        b.on_event(&mut first, &a, false);
+        let mut g = Gallery::open(&dir.path().join("g.db"), OpenMode::MustExist, None).unwrap();
+        store::set_ignored(&mut g, VisitorId(1), true).unwrap();
+        let mut again = unknown("door", 2, Phase::Final);
+        assert_eq!(b.on_event(&mut again, &a, false), Verdict::Suppress);
+        assert_eq!(stats.snapshot().dropped, 1);
+        assert_eq!(store::get(&mut g, VisitorId(1)).unwrap().suppressed, 1);
+        // A match is not a visitor's; with visitors off nothing is recorded.
+        let mut m = crate::sink::tests::event("door", 3);
+        assert_eq!(b.on_event(&mut m, &a, false), Verdict::Publish);
+        assert_eq!(m.visitor, None);
+        let (mut off, _) = book(dir.path(), false);
+        let mut u = unknown("door", 4, Phase::Final);
+        assert_eq!(off.on_event(&mut u, &a, false), Verdict::Publish);
+        assert_eq!(u.visitor, None);
+    }
+}

@@ -533,8 +533,18 @@ fn writes_during_shutdown_are_refused_and_write_nothing() {
     error_of(server.patch("/api/identities/Tony%20Blair", r#"{"name": "Anthony Blair"}"#), 503);
     error_of(server.delete("/api/identities/Tony%20Blair"), 503);
     error_of(server.get("/readyz"), 503);
+    for (path, body) in [
+        ("/api/visitors/v1/name", r#"{"name": "Ada"}"#),
+        ("/api/visitors/v1/merge", r#"{"into": "v2"}"#),
+        ("/api/visitors/v1/ignore", ""),
+    ] {
+        let req = server.auth(agent().post(&server.url(path))).header("Content-Type", "application/json");
+        error_of(answer(req.send(body)), 503);
+    }
+    error_of(server.delete("/api/visitors/v1"), 503);
     // Reads still work while the daemon drains.
     assert_eq!(server.get("/api/identities").0, 200);
+    assert_eq!(server.get("/api/visitors").0, 200);
     assert!(!g.exists(), "nothing was written");
     http.shutdown(Duration::from_secs(1));
     assert!(std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(), "stopped");
