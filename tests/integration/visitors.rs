@@ -216,3 +216,18 @@ fn unknowns_become_visitors_that_can_be_merged_ignored_named_and_forgotten() {
         assert_eq!(std::fs::metadata(&g).unwrap().permissions().mode() & 0o777, 0o600, "the gallery stays private");
     }
 }
+
+#[test]
+fn validate_refuses_bad_visitor_settings_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(&cfg, "version = 1\n[visitors]\nthreshold = 1.5\nretention_days = 0\n").unwrap();
+    let out = crate::common::farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    assert!(!out.status.success());
+    let err = crate::common::stderr(&out);
+    assert!(err.contains("line 3: visitors.threshold = 1.5"), "{err}");
+    assert!(err.contains("line 4: visitors.retention_days = 0") && err.contains("enabled = false"), "{err}");
+    std::fs::write(&cfg, "version = 1\n[visitors]\nlinkage = \"average\"\n").unwrap();
+    let out = crate::common::farsight(&["--config", cfg.to_str().unwrap(), "validate"]);
+    assert!(crate::common::stderr(&out).contains("average"), "{}", crate::common::stderr(&out));
+}
