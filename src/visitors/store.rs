@@ -198,18 +198,15 @@ fn camera_names(conn: &Connection, id: i64) -> rusqlite::Result<Vec<String>> {
     names
 }
 
-/// Keeps the visitor's best [`KEEP`] embeddings (ties: the older); returns the crop files of the
-/// rows dropped.
-fn prune(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, crop FROM visitor_embeddings WHERE visitor_id = ?1 ORDER BY quality DESC, id ASC LIMIT -1 OFFSET ?2",
+/// Keeps the visitor's best [`KEEP`] embeddings (ties: the older). The crop file of a dropped
+/// row stays: it is the best shot of a stored event too, and `[crops]` retention owns it.
+fn prune(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM visitor_embeddings WHERE id IN (SELECT id FROM visitor_embeddings WHERE visitor_id = ?1
+         ORDER BY quality DESC, id ASC LIMIT -1 OFFSET ?2)",
+        params![id, KEEP as i64],
     )?;
-    let gone: Vec<(i64, Option<String>)> =
-        stmt.query_map(params![id, KEEP as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    for (row, _) in &gone {
-        tx.execute("DELETE FROM visitor_embeddings WHERE id = ?1", [row])?;
-    }
-    Ok(gone.into_iter().filter_map(|(_, c)| c).collect())
+    Ok(())
 }
 
 /// Records an unknown track's sighting in one transaction: joins a visitor (or founds one, or
@@ -291,7 +288,7 @@ fn record_at(
         ],
     )?;
     let row = tx.last_insert_rowid();
-    let dropped = prune(&tx, id)?;
+    prune(&tx, id)?;
     let kept: bool =
         tx.query_row("SELECT EXISTS (SELECT 1 FROM visitor_embeddings WHERE id = ?1)", [row], |r| r.get(0))?;
     let (visits, ignored): (i64, bool) =
@@ -303,8 +300,6 @@ fn record_at(
     cache.clusters.retain(|c| c.id != id);
     cache.clusters.extend(cluster);
     cache.generation = Some(generation);
-    // The crops of embeddings no longer kept are left to crops retention (events still name them).
-    let _ = dropped;
     Ok(Recorded { id: VisitorId(id), row: kept.then_some(row), visits: visits as u64, cameras, ignored, new })
 }
 

@@ -50,7 +50,8 @@ impl std::fmt::Debug for VisitorBook {
 impl VisitorBook {
     /// The visitors of the gallery at `path` (opened, and created mode 0600 if missing, on first
     /// use). `stats` is the `visitors` stage: in = unknown events seen, out = events given a
-    /// visitor, dropped = events suppressed, errors = database failures.
+    /// visitor, dropped = events suppressed, errors = database failures; its latency is the time
+    /// each record took (the tracker thread's cost per unknown event).
     pub fn new(config: VisitorsConfig, path: PathBuf, embedder: EmbedderId, stats: Arc<StageStats>) -> Self {
         Self {
             config,
@@ -128,9 +129,11 @@ impl VisitorBook {
             last_seen_ms: i64::try_from(event.last_seen_ms).unwrap_or(i64::MAX),
             crop: event.best_shot.crop.as_deref(),
         };
+        let started = Instant::now();
         let mut cache = std::mem::take(&mut self.cache);
         let recorded = self.gallery().and_then(|g| store::record(g, &mut cache, &sighting, attach, fallback));
         self.cache = cache;
+        self.stats.record(started.elapsed());
         let r = match recorded {
             Ok(r) => r,
             Err(e) => {
