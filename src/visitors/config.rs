@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 /// unknown is compared with up to `max_visitors` visitors, so a per-pair false accept must be rare.
 pub const DEFAULT_THRESHOLD: f32 = 0.4203;
 
-/// The same for an unknown whose every shot went through the small-face path (restorer +
-/// lrembed), from the same run's 24 px probes (the aligned face downsampled to 24 px, then
-/// restored and embedded as `farsight run` does): FAR 1e-4, TAR 0.839. Both are rounded up to
+/// The same for an unknown whose every shot went through the small-face path, from the same run's
+/// 24 px probes (the aligned face downsampled to 24 px, then upscaled and embedded as `farsight
+/// run` does below `embed.small_face_below_px`: bicubic + lrembed): FAR 1e-4, TAR 0.839. Both are rounded up to
 /// four decimals (0.42026 and 0.49804 measured).
 pub const DEFAULT_SMALL_FACE_THRESHOLD: f32 = 0.4981;
 
