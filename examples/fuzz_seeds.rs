@@ -260,6 +260,9 @@ fn events(dir: &Path) {
         last_seen_s: 16.54,
         frames_seen: 37,
         frames_used: 5,
+        visitor: Some("v1".into()),
+        visitor_visits: Some(2),
+        visitor_cameras: Some(vec!["door".into()]),
     };
     write(dir, "match-final.json", serde_json::to_string(&event).unwrap().as_bytes());
     write(dir, "match-final-pretty.json", serde_json::to_string_pretty(&event).unwrap().as_bytes());

@@ -141,6 +141,36 @@ pub enum Command {
         #[arg(long)]
         max_pairs_per_fold: Option<usize>,
     },
+    /// Calibrate the visitor threshold on some LFW folds and measure the online clustering of
+    /// unknown faces into visitors on others (pairwise and BCubed precision/recall), at full
+    /// resolution and at small probe sizes (the product's small-face path). Heavy: minutes.
+    EvalVisitors {
+        /// Dataset folder: DIR/<Name>/<Name>_NNNN.jpg.
+        #[arg(long, default_value = "../shared/datasets/lfw")]
+        dataset: PathBuf,
+        /// Pairs file in the LFW View 2 format.
+        #[arg(long, default_value = "../shared/datasets/lfw-pairs.txt")]
+        pairs: PathBuf,
+        /// Folds the thresholds are calibrated on.
+        #[arg(long, default_value = "1-5")]
+        calibrate_folds: String,
+        /// Folds the clustering is measured on (disjoint from the calibration folds).
+        #[arg(long, default_value = "6-10")]
+        folds: String,
+        /// Probe sizes in aligned pixels (112: full resolution; smaller: downsampled, then the
+        /// small-face path).
+        #[arg(long, value_delimiter = ',', default_value = "112,24")]
+        sizes: Vec<u32>,
+        /// False-accept rates to calibrate at (the clustering is measured at each).
+        #[arg(long, value_delimiter = ',', default_value = "1e-3,1e-4")]
+        far: Vec<f64>,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Per-stage latency and end-to-end throughput, as medians and as ratios to a reference workload.
     Bench {
         /// A real photo with a face (default: samples/obama.jpg).

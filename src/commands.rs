@@ -64,6 +64,18 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             evaluate(&config, &opts, json.as_deref(), roc.as_deref())
         }
+        Command::EvalVisitors { dataset, pairs, calibrate_folds, folds, sizes, far, json, threads } => {
+            let opts = farsight::visitors::eval::VisitorEvalOptions {
+                dataset,
+                pairs,
+                calibrate_folds: eval::parse_folds(&calibrate_folds)?,
+                folds: eval::parse_folds(&folds)?,
+                sizes,
+                fars: far,
+                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
+            evaluate_visitors(&config, &opts, json.as_deref())
+        }
         Command::Bench { iterations, models: Some(manifest), json, profile, .. } => {
             bench_models(&manifest, iterations, json.as_deref(), profile)
         }
@@ -336,6 +348,23 @@ fn evaluate(config: &Config, opts: &EvalOptions, json: Option<&Path>, roc: Optio
     }
     if let Some(p) = roc {
         eval::write_roc(&report, p)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn evaluate_visitors(
+    config: &Config,
+    opts: &farsight::visitors::eval::VisitorEvalOptions,
+    json: Option<&Path>,
+) -> Result<()> {
+    let rec = load_recognizer(config)?;
+    let started = std::time::Instant::now();
+    let report = farsight::visitors::eval::run(&rec, opts)?;
+    print!("{}", farsight::visitors::eval::format_tables(&report));
+    eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(p) = json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())

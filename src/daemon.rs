@@ -148,6 +148,15 @@ fn check_state_paths(config: &Config, create: bool, p: &mut Vec<String>) {
     };
     check_file("gallery", &config.gallery);
     check_file("status file", &status_path(config));
+    if config.visitors.enabled && config.gallery.is_file() {
+        if let Err(e) = std::fs::OpenOptions::new().write(true).open(&config.gallery) {
+            p.push(format!(
+                "gallery {} cannot be written ({e}): [visitors] keeps unknown faces there; make it writable or set \
+                 [visitors] enabled = false",
+                config.gallery.display()
+            ));
+        }
+    }
     if config.crops.enabled {
         let sources: Vec<PathBuf> = config
             .cameras
@@ -212,6 +221,7 @@ pub fn reload(started: &Config, new: Config) -> Result<Reloaded, Problems> {
         top_k: new.matching.top_k,
         track: new.track,
         crops: new.crops,
+        visitors: new.visitors,
         notes,
     })
 }

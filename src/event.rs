@@ -166,4 +166,15 @@ pub struct TrackEvent {
     /// Frames the face was seen in, and how many of the best of them were fused for the decision.
     pub frames_seen: u32,
     pub frames_used: u32,
+    /// For an `unknown` event with `[visitors]` on: the visitor (a stranger with a stable id,
+    /// `"v17"`) the face was clustered into; null for matches, with visitors off, or if the
+    /// visitors' database could not be written. Absent in events written before visitors existed.
+    #[serde(default)]
+    pub visitor: Option<String>,
+    /// How many visits (tracks) of that visitor were counted, this one included.
+    #[serde(default)]
+    pub visitor_visits: Option<u64>,
+    /// The cameras that visitor was seen on, most visited first.
+    #[serde(default)]
+    pub visitor_cameras: Option<Vec<String>>,
 }

@@ -31,6 +31,7 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 pub mod track;
+pub mod visitors;
 
 pub use config::Config;
 pub use event::FaceEvent;

@@ -122,6 +122,7 @@ pub fn run(
         status_file: Some(daemon::status_path(&config)),
         scene: config.scene.clone(),
         detections: detections.map(Path::to_owned),
+        visitors: config.visitors.clone(),
     };
     log::info!("{} camera(s), {workers} recognition worker(s)", config.cameras.len());
     let result = pipeline::run(

@@ -255,11 +255,20 @@ impl Track {
         }
     }
 
+    /// Whether every best shot came from the small-face embedder.
+    fn small_face(&self) -> bool {
+        self.shots.iter().all(|s| s.embedder != EmbedderKind::Sface)
+    }
+
+    fn emitted(&self, event: TrackEvent, crop: Option<RgbImage>) -> Emitted {
+        Emitted { event, crop, embedding: self.fused.clone(), small_face: self.small_face() }
+    }
+
     fn event(&self, camera: &str, matcher: &Matcher, phase: Phase) -> Option<TrackEvent> {
         let best = self.shots.first()?;
         // The fused embedding mixes the shots: only when every one came from the small-face
         // embedder does its (lower) threshold apply.
-        let small_face = self.shots.iter().all(|s| s.embedder != EmbedderKind::Sface);
+        let small_face = self.small_face();
         let (decision, identity, score, candidates) = matcher.decide(&self.fused, small_face);
         Some(TrackEvent {
             event: decision,
@@ -288,15 +297,22 @@ impl Track {
             last_seen_s: self.last.ts.as_secs_f64(),
             frames_seen: self.frames_seen,
             frames_used: self.shots.len() as u32,
+            visitor: None,
+            visitor_visits: None,
+            visitor_cameras: None,
         })
     }
 }
 
-/// A closed or updated track's event, with the best shot's aligned face when crops are kept.
+/// A closed or updated track's event, with the best shot's aligned face when crops are kept, and
+/// what the visitors need of an unknown: the fused embedding and whether the small-face embedder
+/// made every shot of it.
 #[derive(Debug, Clone)]
 pub struct Emitted {
     pub event: TrackEvent,
     pub crop: Option<RgbImage>,
+    pub embedding: Vec<f32>,
+    pub small_face: bool,
 }
 
 /// Open tracks of every camera.
@@ -422,7 +438,7 @@ impl Tracker {
                 };
                 if send {
                     t.announced = Some(now);
-                    out.push(Emitted { event: ev, crop: None });
+                    out.push(t.emitted(ev, None));
                 }
             }
         }
@@ -461,7 +477,7 @@ impl Tracker {
             }
             if let Some(event) = t.event(camera, matcher, Phase::Final) {
                 let crop = t.shots.first_mut().and_then(|s| s.crop.take());
-                out.push(Emitted { event, crop });
+                out.push(t.emitted(event, crop));
             }
         }
         out

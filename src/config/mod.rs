@@ -82,6 +82,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub scene: crate::scene::SceneConfig,
     pub http: crate::http::HttpConfig,
+    pub visitors: crate::visitors::VisitorsConfig,
 }
 
 impl Default for Config {
@@ -103,6 +104,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             scene: crate::scene::SceneConfig::default(),
             http: crate::http::HttpConfig::default(),
+            visitors: crate::visitors::VisitorsConfig::default(),
         }
     }
 }
@@ -235,6 +237,7 @@ impl Config {
         self.service.validate(&mut p);
         self.scene.validate(&mut p);
         self.http.validate(&mut p);
+        self.visitors.validate(&mut p);
         live::validate_cameras(&self.cameras, &mut p);
         live::validate_runtime(&self.pipeline, &self.track, &self.sinks, &self.crops, &mut p);
         p

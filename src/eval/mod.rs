@@ -12,7 +12,7 @@ mod pairs;
 mod probe;
 pub mod roc_plot;
 
-pub use pairs::{parse_folds, read as read_pairs, ImageRef, Pair, PairsError};
+pub use pairs::{parse as parse_pairs, parse_folds, read as read_pairs, ImageRef, Pair, PairsError};
 pub use probe::pick_centre_face;
 
 use crate::embed::{Embedder, EmbedderKind};

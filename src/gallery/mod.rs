@@ -207,8 +207,18 @@ impl Gallery {
         self.snapshot_at().map_err(|e| self.locate(e))
     }
 
+    /// The database connection, for the visitors' tables in the same file (`crate::visitors`).
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Checks that templates of `embedder` may be added (before a transaction that adds some).
+    pub(crate) fn check_embedder_for(&self, embedder: &EmbedderId) -> Result<(), GalleryError> {
+        self.check_embedder(embedder).map_err(|e| self.locate(e))
+    }
+
     /// Names the file in an SQLite error (and says what to do about a damaged file or a full disk).
-    fn locate(&self, e: GalleryError) -> GalleryError {
+    pub(crate) fn locate(&self, e: GalleryError) -> GalleryError {
         match e {
             GalleryError::Sql(source) => sql_error(&self.path, source),
             other => other,
@@ -243,35 +253,10 @@ impl Gallery {
     ) -> Result<bool, GalleryError> {
         check_name(name)?;
         self.check_embedder(embedder)?;
-        let now = unix_now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<i64> =
-            tx.query_row("SELECT id FROM identities WHERE name = ?1", [name], |r| r.get(0)).optional()?;
-        let id = match existing {
-            Some(id) => id,
-            None => {
-                tx.execute("INSERT INTO identities (name, created_at) VALUES (?1, ?2)", params![name, now])?;
-                tx.last_insert_rowid()
-            }
-        };
-        for t in templates {
-            if t.vector.len() != crate::embed::EMBEDDING_DIM {
-                return Err(GalleryError::Dimension {
-                    name: name.to_owned(),
-                    got: t.vector.len(),
-                    want: crate::embed::EMBEDDING_DIM,
-                });
-            }
-            let blob: Vec<u8> = t.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-            tx.execute(
-                "INSERT INTO templates (identity_id, embedder, embedder_sha256, dim, vector, source, face_px, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id, embedder.name, embedder.sha256, t.vector.len() as i64, blob, t.source, t.face_px as f64, now],
-            )?;
-        }
-        bump_generation(&tx)?;
+        let created = enroll_in(&tx, name, embedder, templates)?;
         tx.commit()?;
-        Ok(existing.is_none())
+        Ok(created)
     }
 
     fn list_at(&self) -> Result<Vec<IdentitySummary>, GalleryError> {
@@ -519,6 +504,43 @@ fn create_private_file(path: &Path) -> Result<(), GalleryError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(source) => Err(GalleryError::Create { path: path.to_owned(), source }),
     }
+}
+
+/// Adds `templates` to identity `name` (created if new) inside the caller's transaction; the
+/// caller checked the name and the embedder. Returns whether the identity was new.
+pub(crate) fn enroll_in(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    embedder: &EmbedderId,
+    templates: &[NewTemplate],
+) -> Result<bool, GalleryError> {
+    let now = unix_now();
+    let existing: Option<i64> =
+        tx.query_row("SELECT id FROM identities WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            tx.execute("INSERT INTO identities (name, created_at) VALUES (?1, ?2)", params![name, now])?;
+            tx.last_insert_rowid()
+        }
+    };
+    for t in templates {
+        if t.vector.len() != crate::embed::EMBEDDING_DIM {
+            return Err(GalleryError::Dimension {
+                name: name.to_owned(),
+                got: t.vector.len(),
+                want: crate::embed::EMBEDDING_DIM,
+            });
+        }
+        let blob: Vec<u8> = t.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tx.execute(
+            "INSERT INTO templates (identity_id, embedder, embedder_sha256, dim, vector, source, face_px, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![id, embedder.name, embedder.sha256, t.vector.len() as i64, blob, t.source, t.face_px as f64, now],
+        )?;
+    }
+    bump_generation(tx)?;
+    Ok(existing.is_none())
 }
 
 /// Counts a change of identities or templates (see [`Gallery::generation`]); inside the change's

@@ -41,6 +41,39 @@ const MIGRATIONS: &[&str] = &[
          json TEXT NOT NULL
      ) STRICT;
      CREATE INDEX events_by_last_seen ON events(last_seen_ms);",
+    // 2 -> 3: visitors (unknown faces clustered into strangers with a stable id), their kept
+    // embeddings (the best few by quality, with the crop farsight saved of each, if any) and the
+    // cameras each was seen on. Deleting a visitor deletes the rest.
+    "CREATE TABLE visitors (
+         id INTEGER PRIMARY KEY,
+         first_seen_ms INTEGER NOT NULL,
+         last_seen_ms INTEGER NOT NULL,
+         visits INTEGER NOT NULL,
+         ignored INTEGER NOT NULL DEFAULT 0,
+         suppressed INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX visitors_by_last_seen ON visitors(last_seen_ms);
+     CREATE TABLE visitor_embeddings (
+         id INTEGER PRIMARY KEY,
+         visitor_id INTEGER NOT NULL REFERENCES visitors(id) ON DELETE CASCADE,
+         embedder TEXT NOT NULL,
+         dim INTEGER NOT NULL,
+         vector BLOB NOT NULL,
+         quality REAL NOT NULL,
+         face_px REAL NOT NULL,
+         camera TEXT NOT NULL,
+         track INTEGER NOT NULL,
+         seen_ms INTEGER NOT NULL,
+         crop TEXT
+     ) STRICT;
+     CREATE INDEX visitor_embeddings_by_visitor ON visitor_embeddings(visitor_id);
+     CREATE TABLE visitor_cameras (
+         visitor_id INTEGER NOT NULL REFERENCES visitors(id) ON DELETE CASCADE,
+         camera TEXT NOT NULL,
+         visits INTEGER NOT NULL,
+         last_seen_ms INTEGER NOT NULL,
+         PRIMARY KEY (visitor_id, camera)
+     ) STRICT;",
 ];
 
 /// The schema version this build writes.
@@ -95,7 +128,7 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
         let tables: i64 =
             conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
-        assert_eq!(tables, 4);
+        assert_eq!(tables, 7);
     }
 
     #[test]
@@ -111,5 +144,52 @@ mod tests {
         assert_eq!(names, 1);
         let events: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
         assert_eq!(events, 0);
+    }
+
+    #[test]
+    fn migrates_a_version_2_gallery_to_visitors_keeping_identities_and_events() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '2')", []).unwrap();
+        conn.execute("INSERT INTO identities (name, created_at) VALUES ('ada', 0)", []).unwrap();
+        conn.execute(
+            "INSERT INTO events (camera, track, event, identity, is_update, first_seen_ms, last_seen_ms, frames_seen,
+             face_px, json) VALUES ('door', 1, 'unknown', 'unknown', 0, 1, 2, 3, 20.0, '{}')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(version(&conn).unwrap(), 2);
+        migrate(&conn, 2).unwrap();
+        assert_eq!(version(&conn).unwrap(), 3);
+        let kept: (i64, i64) = conn
+            .query_row("SELECT (SELECT COUNT(*) FROM identities), (SELECT COUNT(*) FROM events)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, (1, 1));
+        // The new tables work, and a visitor's rows go with it.
+        conn.execute("INSERT INTO visitors (first_seen_ms, last_seen_ms, visits) VALUES (1, 2, 1)", []).unwrap();
+        conn.execute(
+            "INSERT INTO visitor_embeddings (visitor_id, embedder, dim, vector, quality, face_px, camera, track, seen_ms)
+             VALUES (1, 'sface', 1, x'00000000', 0.5, 20.0, 'door', 1, 2)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO visitor_cameras (visitor_id, camera, visits, last_seen_ms) VALUES (1, 'door', 1, 2)",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM visitors WHERE id = 1", []).unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM visitor_embeddings) + (SELECT COUNT(*) FROM visitor_cameras)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }

@@ -8,6 +8,8 @@
 //! - `farsight_stage_latency_seconds{stage}`: each stage's latency histogram.
 //! - `farsight_events_total{kind,phase}`: events published, by decision and phase.
 //! - `farsight_sink_delivered_total{sink}`, `farsight_sink_dropped_total{sink}`.
+//! - `farsight_visitor_events_suppressed_total`: unknown events not sent because their visitor is
+//!   ignored (the `visitors` stage's dropped count; with `[visitors]` on).
 //! - `farsight_ready`, `farsight_resident_memory_bytes`, `farsight_peak_resident_memory_bytes`,
 //!   `farsight_uptime_seconds`.
 
@@ -115,6 +117,12 @@ fn gather(state: &Shared) -> Vec<MetricFamily> {
         "Events a sink dropped (full queue, failed after retries, shutdown deadline).",
         MetricType::COUNTER,
         sinks.iter().map(|(name, s)| counter(&[("sink", name)], s.dropped)).collect(),
+    ));
+    families.push(family(
+        "farsight_visitor_events_suppressed_total",
+        "Events of ignored visitors, counted but not sent to any sink.",
+        MetricType::COUNTER,
+        snaps.iter().filter(|s| s.name == "visitors").map(|s| counter(&[], s.dropped)).collect(),
     ));
     families.push(family(
         "farsight_events_total",

@@ -1,7 +1,7 @@
 //! The operator's HTTP server, inside the farsight binary: health and readiness probes,
 //! Prometheus metrics, and a JSON API over the gallery (list, enroll photos, rename, delete),
-//! recognition of an uploaded photo, the stored and live events, and a web page over all of it
-//! (README "HTTP API").
+//! recognition of an uploaded photo, the stored and live events, the visitors, and a web page
+//! over all of it (README "HTTP API").
 //!
 //! It runs beside the pipeline (`farsight run`) or alone (`farsight serve`) on a small tokio
 //! runtime of its own ([`Server`]), so it never takes the pipeline's threads; the pipeline shows it
@@ -10,8 +10,8 @@
 //!
 //! Files: `config` the `[http]` section, `server` the runtime, router and request guard (token,
 //! shutdown, limits), `api` the gallery and identify routes, `events` the events routes and the
-//! hub, `metrics` the Prometheus families, `error` the JSON errors, `page` the operator's web page
-//! (embedded) and `/api/status`, `crops` the best-shot crops and identity thumbnails it shows.
+//! recognition of an uploaded photo, the stored and live events, the visitors, and a web page
+//! over all of it (README "HTTP API").
 
 mod api;
 mod config;
@@ -21,6 +21,7 @@ mod events;
 mod metrics;
 mod page;
 mod server;
+mod visitors;
 
 pub use config::{HttpConfig, DEFAULT_BIND, MIN_TOKEN_CHARS};
 pub use error::{ApiError, HttpError};

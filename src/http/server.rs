@@ -6,7 +6,7 @@
 
 use super::error::{ApiError, HttpError};
 use super::events::Hub;
-use super::{api, events, metrics, page, HttpConfig};
+use super::{api, events, metrics, page, visitors, HttpConfig};
 use crate::gallery::{Gallery, GalleryError, OpenMode, Snapshot};
 use crate::recognize::Recognizer;
 use crate::source::images::ImageLimits;
@@ -35,7 +35,8 @@ pub struct ServerContext {
     pub top_k: usize,
     /// Whether events are stored in the gallery's events table (`[sinks.sqlite]` is configured).
     pub events_stored: bool,
-    /// `crops.dir` when `[crops]` is enabled: best shots and identity thumbnails are served from it.
+    /// `crops.dir` when `[crops]` is enabled: best shots, visitors' best shots and identity
+    /// thumbnails are served from it only.
     pub crops: Option<PathBuf>,
     pub recognizer: Arc<Recognizer>,
     /// New events for `/api/events/stream` and their counts for `/metrics`.
@@ -241,6 +242,12 @@ fn router(state: Shared) -> Router {
         .route("/api/identify", post(api::identify))
         .route("/api/events", get(events::list))
         .route("/api/events/stream", get(events::stream))
+        .route("/api/visitors", get(visitors::list))
+        .route("/api/visitors/{id}", get(visitors::get).delete(visitors::forget))
+        .route("/api/visitors/{id}/best_shot", get(visitors::best_shot))
+        .route("/api/visitors/{id}/name", post(visitors::name))
+        .route("/api/visitors/{id}/merge", post(visitors::merge))
+        .route("/api/visitors/{id}/ignore", post(visitors::ignore))
         .merge(page::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

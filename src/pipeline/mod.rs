@@ -129,6 +129,8 @@ pub struct PipelineOptions {
     /// Write every frame's detections (one JSON line a frame) here: for benchmarks against a
     /// ground truth.
     pub detections: Option<PathBuf>,
+    /// Unknown faces clustered into visitors (`[visitors]`), in the gallery database.
+    pub visitors: crate::visitors::VisitorsConfig,
 }
 
 /// What a finished run did.
@@ -194,6 +196,7 @@ pub fn run(
         let embed_stats = Arc::new(StageStats::new("embed"));
         let board = crate::scene::TrackBoard::default();
         let track_stats = Arc::new(StageStats::new("events"));
+        let visitor_stats = Arc::new(StageStats::new("visitors"));
         let mut camera_stats = Vec::new();
         let mut named_camera_stats = Vec::new();
         let mut live = HashMap::new();
@@ -241,6 +244,9 @@ pub fn run(
         all_stats.push(recognize_stats.clone());
         all_stats.push(embed_stats.clone());
         all_stats.push(track_stats.clone());
+        if opts.visitors.enabled {
+            all_stats.push(visitor_stats.clone());
+        }
         all_stats.extend(extra_stats);
         supervision.live.set_stages(all_stats.clone());
         let tracker_opts = opts.clone();
@@ -256,6 +262,12 @@ pub fn run(
         let tracker = spawn(scope, &stop, "tracker", move || {
             let mut t = tracker::TrackerThread {
                 tracker: Tracker::new(tracker_opts.track.clone()),
+                visitors: crate::visitors::VisitorBook::new(
+                    tracker_opts.visitors.clone(),
+                    tracker_opts.gallery.clone(),
+                    embedder.clone(),
+                    visitor_stats,
+                ),
                 watch: GalleryWatch::new(tracker_opts.gallery.clone(), embedder),
                 opts: tracker_opts,
                 live,

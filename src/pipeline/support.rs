@@ -346,6 +346,9 @@ mod tests {
             last_seen_s: 0.0,
             frames_seen: 1,
             frames_used: 1,
+            visitor: None,
+            visitor_visits: None,
+            visitor_cameras: None,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::event::TrackEvent;
 use crate::service::{Health, Notifier};
 use crate::stats::StageStats;
 use crate::track::{Emitted, Matcher, Tracker};
+use crate::visitors::Verdict;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ pub struct Reloaded {
     pub top_k: usize,
     pub track: TrackConfig,
     pub crops: CropsConfig,
+    pub visitors: crate::visitors::VisitorsConfig,
     pub notes: Vec<String>,
 }
 
@@ -63,6 +65,8 @@ impl Supervision {
 pub(super) struct TrackerThread {
     pub opts: PipelineOptions,
     pub tracker: Tracker,
+    /// Unknown tracks clustered into visitors (and ignored visitors' events suppressed).
+    pub visitors: crate::visitors::VisitorBook,
     pub watch: GalleryWatch,
     pub live: HashMap<Arc<str>, bool>,
     pub epoch: Instant,
@@ -110,6 +114,7 @@ impl TrackerThread {
                 }
                 self.send(emitted, Instant::now(), publish);
             }
+            self.visitors.tick();
             if last_status.elapsed() >= self.opts.status_interval {
                 last_status = Instant::now();
                 self.report();
@@ -183,11 +188,14 @@ impl TrackerThread {
                 self.tracker.reconfigure(r.track.clone());
                 self.opts.track = r.track;
                 self.opts.crops = r.crops;
+                self.visitors.reconfigure(r.visitors.clone());
+                self.opts.visitors = r.visitors;
                 self.watch.force();
                 if let Some(snapshot) = self.watch.poll() {
                     matcher.snapshot = Arc::new(snapshot);
                 }
-                let mut outcome = "reloaded: match, track and crops settings applied, gallery re-read".to_owned();
+                let mut outcome =
+                    "reloaded: match, track, crops and visitors settings applied, gallery re-read".to_owned();
                 for note in &r.notes {
                     outcome.push_str("; ");
                     outcome.push_str(note);
@@ -249,12 +257,15 @@ impl TrackerThread {
     }
 
     fn send(&mut self, emitted: Vec<Emitted>, trigger: Instant, publish: &mut impl FnMut(TrackEvent)) {
-        for Emitted { mut event, crop } in emitted {
+        for Emitted { mut event, crop, embedding, small_face } in emitted {
             if let Some(crop) = crop.filter(|_| self.opts.crops.enabled) {
                 match support::save_crop(&self.opts.crops, &event, &crop) {
                     Ok(path) => event.best_shot.crop = Some(path.display().to_string()),
                     Err(e) => log::warn!("cannot save the best-shot crop: {e}"),
                 }
+            }
+            if self.visitors.on_event(&mut event, &embedding, small_face) == Verdict::Suppress {
+                continue;
             }
             self.events.count_out();
             self.events.record(trigger.elapsed());

@@ -274,4 +274,4 @@ impl WarnLimiter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -39,6 +39,9 @@ pub(crate) fn event(camera: &str, track: u64) -> TrackEvent {
         last_seen_s: 2.5,
         frames_seen: 12,
         frames_used: 5,
+        visitor: None,
+        visitor_visits: None,
+        visitor_cameras: None,
     }
 }
 

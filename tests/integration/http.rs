@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A client that hands back 4xx/5xx answers instead of failing on them.
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -19,15 +19,15 @@ fn agent() -> ureq::Agent {
 }
 
 /// A server under test: its process (none for one started in this process) and its base url.
-struct Server {
-    daemon: Option<Daemon>,
+pub(crate) struct Server {
+    pub(crate) daemon: Option<Daemon>,
     base: String,
     token: Option<String>,
 }
 
 impl Server {
     /// Starts the binary with `args` (which must make it listen on `port`) and waits for `/healthz`.
-    fn start(dir: &Path, port: u16, args: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, port: u16, args: &[&str]) -> Self {
         let daemon = Daemon::start(dir, args);
         let server = Self { daemon: Some(daemon), base: format!("http://127.0.0.1:{port}"), token: None };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -51,26 +51,26 @@ impl Server {
         Self::start(dir, port, &args)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    pub(crate) fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.token {
             Some(t) => req.header("Authorization", &format!("Bearer {t}")),
             None => req,
         }
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
         answer(self.auth(agent().get(&self.url(path))).call())
     }
 
-    fn delete(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn delete(&self, path: &str) -> (u16, Value) {
         answer(self.auth(agent().delete(&self.url(path))).call())
     }
 
@@ -94,7 +94,7 @@ impl Server {
 }
 
 /// The status and the JSON body of an answer (every answer of the API is JSON).
-fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+pub(crate) fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
     let mut r = r.expect("the server answers");
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap();
@@ -120,12 +120,12 @@ fn multipart(parts: &[(&str, &str, Vec<u8>)]) -> (String, Vec<u8>) {
 }
 
 /// The error message of a refused request, checked to be `{"error": "..."}` with that status.
-fn error_of(got: (u16, Value), status: u16) -> String {
+pub(crate) fn error_of(got: (u16, Value), status: u16) -> String {
     assert_eq!(got.0, status, "{}", got.1);
     got.1["error"].as_str().unwrap_or_else(|| panic!("no \"error\" string in {}", got.1)).to_owned()
 }
 
-fn names(server: &Server) -> Vec<(String, u64)> {
+pub(crate) fn names(server: &Server) -> Vec<(String, u64)> {
     let (status, body) = server.get("/api/identities");
     assert_eq!(status, 200, "{body}");
     body["identities"]
@@ -375,7 +375,7 @@ fn a_token_guards_every_route_but_healthz_and_is_required_beyond_loopback() {
 
 /// Every sample of a Prometheus text exposition, as (name with labels, value); panics on a line
 /// that is not one.
-fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+pub(crate) fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     let mut samples = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(comment) = line.strip_prefix("# ") {
@@ -389,13 +389,13 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     samples
 }
 
-fn sample(samples: &[(String, f64)], name: &str) -> f64 {
+pub(crate) fn sample(samples: &[(String, f64)], name: &str) -> f64 {
     samples.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no sample {name} in {samples:?}")).1
 }
 
 /// Reads `GET /api/events/stream` on a thread; each SSE `event` message's data arrives on the
 /// returned channel as JSON.
-fn subscribe(server: &Server) -> std::sync::mpsc::Receiver<Value> {
+pub(crate) fn subscribe(server: &Server) -> std::sync::mpsc::Receiver<Value> {
     let (tx, rx) = std::sync::mpsc::channel();
     let response = agent().get(&server.url("/api/events/stream")).call().unwrap();
     assert_eq!(response.status(), 200);
@@ -535,8 +535,18 @@ fn writes_during_shutdown_are_refused_and_write_nothing() {
     error_of(server.patch("/api/identities/Tony%20Blair", r#"{"name": "Anthony Blair"}"#), 503);
     error_of(server.delete("/api/identities/Tony%20Blair"), 503);
     error_of(server.get("/readyz"), 503);
+    for (path, body) in [
+        ("/api/visitors/v1/name", r#"{"name": "Ada"}"#),
+        ("/api/visitors/v1/merge", r#"{"into": "v2"}"#),
+        ("/api/visitors/v1/ignore", ""),
+    ] {
+        let req = server.auth(agent().post(&server.url(path))).header("Content-Type", "application/json");
+        error_of(answer(req.send(body)), 503);
+    }
+    error_of(server.delete("/api/visitors/v1"), 503);
     // Reads still work while the daemon drains.
     assert_eq!(server.get("/api/identities").0, 200);
+    assert_eq!(server.get("/api/visitors").0, 200);
     assert!(!g.exists(), "nothing was written");
     http.shutdown(Duration::from_secs(1));
     assert!(std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(), "stopped");

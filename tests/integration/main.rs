@@ -19,4 +19,5 @@ mod sinks;
 mod streaming;
 mod training;
 mod video;
+mod visitors;
 mod webdriver;

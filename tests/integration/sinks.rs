@@ -47,6 +47,9 @@ pub fn event(camera: &str, track: u64) -> TrackEvent {
         last_seen_s: 1.0,
         frames_seen: 9,
         frames_used: 5,
+        visitor: None,
+        visitor_visits: None,
+        visitor_cameras: None,
     }
 }
 
