@@ -165,7 +165,7 @@ impl FrameSource for GstSource {
         };
         let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
             .map_err(|_| bad("cannot map the frame's buffer".into()))?;
-        Ok(Pulled::Frame { picture: Picture::Yuv(YuvFrame { frame, converter }), pts })
+        Ok(Pulled::Frame { picture: Picture::Yuv(Box::new(YuvFrame { frame, converter })), pts })
     }
 
     fn close(&mut self) {

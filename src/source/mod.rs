@@ -35,7 +35,7 @@ pub enum Picture {
     Rgb(RgbImage),
     /// A frame still in the decoder's YUV 4:2:0 (GStreamer sources).
     #[cfg(feature = "gst")]
-    Yuv(gst::YuvFrame),
+    Yuv(Box<gst::YuvFrame>),
 }
 
 impl Picture {
