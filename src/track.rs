@@ -80,15 +80,44 @@ pub struct Matcher {
 
 impl Matcher {
     /// The decision for an embedding, with the identity and the candidates.
+    /// The match threshold for a track (the small-face one when every shot came from that path).
+    pub fn threshold_for(&self, small_face: bool) -> f32 {
+        if small_face {
+            self.small_face_threshold
+        } else {
+            self.threshold
+        }
+    }
+
     fn decide(&self, embedding: &[f32], small_face: bool) -> (TrackDecision, String, Option<f32>, Vec<Candidate>) {
         let candidates = self.snapshot.search(embedding, self.top_k);
         let best = candidates.first();
         let score = best.map(|c| c.score);
-        let threshold = if small_face { self.small_face_threshold } else { self.threshold };
+        let threshold = self.threshold_for(small_face);
         match best {
             Some(c) if c.score >= threshold => (TrackDecision::Match, c.name.clone(), score, candidates),
             _ => (TrackDecision::Unknown, UNKNOWN.to_owned(), score, candidates),
         }
+    }
+}
+
+/// Whether `now` differs from the announced decision `before` by more than `margin` around
+/// `threshold` (see `track.update_margin`).
+fn clearly_changed(before: &(TrackDecision, String), now: &TrackEvent, threshold: f32, margin: f32) -> bool {
+    let score_of = |name: &str| now.candidates.iter().find(|c| c.name == name).map(|c| c.score);
+    let best = now.score.unwrap_or(f32::NEG_INFINITY);
+    match (&before.0, &now.event) {
+        // Was a match, now nobody: the announced identity must have fallen clearly below.
+        (TrackDecision::Match, TrackDecision::Unknown) => {
+            score_of(&before.1).unwrap_or(f32::NEG_INFINITY) < threshold - margin
+        }
+        // Was unknown, now a match: clearly above the threshold.
+        (TrackDecision::Unknown, TrackDecision::Match) => best >= threshold + margin,
+        // Another identity: it must beat the announced one by the margin.
+        (TrackDecision::Match, TrackDecision::Match) => {
+            best - score_of(&before.1).unwrap_or(f32::NEG_INFINITY) >= margin
+        }
+        (TrackDecision::Unknown, TrackDecision::Unknown) => false,
     }
 }
 
@@ -434,7 +463,11 @@ impl Tracker {
                     ev.event == TrackDecision::Match || t.last.ts.saturating_sub(t.first.ts) >= unknown_after;
                 let send = match &t.announced {
                     None => confident,
-                    Some(before) => c.updates && *before != now,
+                    Some(before) => {
+                        c.updates
+                            && *before != now
+                            && clearly_changed(before, &ev, matcher.threshold_for(t.small_face()), c.update_margin)
+                    }
                 };
                 if send {
                     t.announced = Some(now);

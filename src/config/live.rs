@@ -175,6 +175,12 @@ pub struct TrackConfig {
     pub unknown_after_s: f32,
     /// Send an `update` event when an announced decision changes while the track is open.
     pub updates: bool,
+    /// How far past the threshold the evidence must go before an announced decision is changed
+    /// by an update: a match becomes unknown below `threshold - update_margin`, an unknown
+    /// becomes a match at `threshold + update_margin`, and another identity must beat the
+    /// announced one by the margin. Without it a face scoring near the threshold flips the
+    /// decision back and forth, one update event each time. The final event is not held to it.
+    pub update_margin: f32,
 }
 
 impl Default for TrackConfig {
@@ -191,6 +197,7 @@ impl Default for TrackConfig {
             announce_frames: 3,
             unknown_after_s: 2.0,
             updates: true,
+            update_margin: 0.03,
         }
     }
 }
@@ -391,6 +398,9 @@ pub(super) fn validate_runtime(
     }
     if !(1..=1000).contains(&track.announce_frames) {
         p.push(format!("track.announce_frames = {} must be between 1 and 1000", track.announce_frames));
+    }
+    if !(track.update_margin >= 0.0 && track.update_margin <= 1.0) {
+        p.push(format!("track.update_margin = {} must be between 0 and 1", track.update_margin));
     }
     if !(track.unknown_after_s >= 0.0 && track.unknown_after_s <= 3600.0) {
         p.push(format!("track.unknown_after_s = {} must be between 0 and 3600", track.unknown_after_s));

@@ -300,3 +300,30 @@ fn a_track_of_small_face_shots_is_decided_with_the_small_face_threshold() {
     events.extend(t.update(&cam, stamp(40), vec![], &m));
     assert_eq!(events.last().expect("a final event").event.event, TrackDecision::Unknown);
 }
+
+/// What a track says when alice's score wavers 0.015 either side of the 0.363 threshold for 8
+/// frames, then falls clearly (0.2), with `track.update_margin = margin`.
+fn wavering(margin: f32) -> Vec<(Phase, String)> {
+    let m = matcher(&[("alice", 0)]);
+    let cam: Arc<str> = "door".into();
+    // One best shot, so the track's evidence is its latest (best-quality) face.
+    let mut t = Tracker::new(TrackConfig { best_shots: 1, update_margin: margin, ..config() });
+    let tilt = |cos: f32| (1.0 / (cos * cos) - 1.0).sqrt();
+    let scores = [0.38, 0.38, 0.38, 0.35, 0.38, 0.35, 0.38, 0.35, 0.38, 0.35, 0.38, 0.2, 0.2, 0.2];
+    let mut events = Vec::new();
+    for (seq, cos) in scores.into_iter().enumerate() {
+        let q = 0.1 + 0.01 * seq as f32;
+        events.extend(t.update(&cam, stamp(seq as u64), vec![sighting(100.0, 0, tilt(cos), q)], &m));
+    }
+    events.extend(t.close_all(&m));
+    events.into_iter().map(|e| (e.event.phase, e.event.identity)).collect()
+}
+
+#[test]
+fn a_score_wavering_at_the_threshold_is_one_decision_not_a_flurry_of_updates() {
+    let said = wavering(TrackConfig::default().update_margin);
+    let said: Vec<(Phase, &str)> = said.iter().map(|(p, i)| (*p, i.as_str())).collect();
+    assert_eq!(said, [(Phase::Decision, "alice"), (Phase::Update, "unknown"), (Phase::Final, "unknown")]);
+    // Without the margin every crossing was an update (what the 640x480 bench video showed).
+    assert!(wavering(0.0).len() >= 8, "{:?}", wavering(0.0));
+}
