@@ -247,7 +247,9 @@ function eventCard(e, fresh) {
   const score = typeof e.score === "number" ? " · score " + e.score.toFixed(2) : "";
   const restored = shot.restored ? " · restored (" + (shot.restorer || "yes") + ")" : "";
   const px = typeof shot.face_px === "number" ? " · " + Math.round(shot.face_px) + " px face" : "";
-  const visitor = e.visitor ? h("span", { class: "badge", text: "visitor " + e.visitor }) : null;
+  // Unknowns carry their visitor (README "Visitors"): its id and how many visits it has made.
+  const visits = typeof e.visitor_visits === "number" ? " · " + plural(e.visitor_visits, "visit") : "";
+  const visitor = e.visitor ? h("span", { class: "badge visitor", text: "visitor " + e.visitor + visits }) : null;
   return h("div", { class: "card event" + (fresh ? " fresh" : ""), "data-key": visitKey(e),
     "data-identity": e.identity, "data-kind": e.event, "data-live": e._live ? "true" : null },
     face(cropUrl(e), title),
@@ -362,14 +364,9 @@ function onMessage(block) {
 
 // ---- visitors ---------------------------------------------------------------------------------------
 
+// GET /api/visitors: {"visitors": [{id: "v2", first_seen_ms, last_seen_ms, visits, cameras: [{camera,
+// visits, last_seen_ms}], ignored, suppressed, embeddings, best_shot_url (null without crops)}]}.
 let visitorsList = [];
-
-function visitorShot(v) {
-  const b = v.best_shot;
-  if (!b) return null;
-  if (typeof b === "string") return b;
-  return b.crop_url || b.url || null;
-}
 
 async function loadVisitors() {
   let body;
@@ -377,59 +374,69 @@ async function loadVisitors() {
     body = await api("/api/visitors");
   } catch (e) {
     $("visitors").replaceChildren();
-    if (e.status === 404) say("visitors-status", "Visitors are not available on this farsight (" + e.message + ").");
-    else say("visitors-status", e.message, "error");
+    say("visitors-status", e.message, "error");
     return;
   }
-  visitorsList = Array.isArray(body) ? body : (body.visitors || []);
-  const list = $("visitors");
-  list.replaceChildren(...visitorsList.map(visitorCard));
-  say("visitors-status", visitorsList.length ? visitorsList.length + " visitor(s) to review"
+  visitorsList = body.visitors || [];
+  $("visitors").replaceChildren(...visitorsList.map(visitorCard));
+  say("visitors-status", visitorsList.length ? plural(visitorsList.length, "visitor") + " to review"
     : "No visitors yet: strangers appear here once they have been seen.");
 }
 
 function visitorCard(v) {
   const id = String(v.id);
   const label = "visitor " + id;
-  const act = async (path, options, done) => {
+  const path = "/api/visitors/" + encodeURIComponent(id);
+  const act = async (suffix, options, done) => {
     try {
-      await api("/api/visitors/" + encodeURIComponent(id) + path, options);
-      say("visitors-status", done, "ok");
-      loadVisitors();
-      if (path === "/name") loadGallery();
-    } catch (e) { say("visitors-status", e.message, "error"); }
+      const r = await api(path + suffix, options);
+      await loadVisitors();
+      say("visitors-status", done(r), "ok");
+      if (suffix === "/name") loadGallery();
+    } catch (e) { say("visitors-status", label + ": " + e.message, "error"); }
   };
   const nameInput = h("input", { type: "text", placeholder: "name", "aria-label": "name for " + label, maxlength: 200 });
   const nameForm = h("form", { class: "actions name-form" }, nameInput, h("button", { type: "submit", text: "Name" }));
   nameForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const name = nameInput.value.trim();
-    if (name) act("/name", json("POST", { name }), label + " enrolled as " + name);
+    if (name) {
+      act("/name", json("POST", { name }), (r) => label + " enrolled as " + r.name + " (" +
+        plural(r.templates, "template") + (r.created ? ", new identity)" : ", added to the identity)"));
+    }
   });
   const others = visitorsList.filter((o) => String(o.id) !== id);
   const into = h("select", { "aria-label": "merge " + label + " into" },
     h("option", { value: "", text: "merge into..." }),
     others.map((o) => h("option", { value: String(o.id), text: "visitor " + o.id })));
-  const mergeForm = h("form", { class: "actions" }, into, h("button", { type: "submit", class: "quiet", text: "Merge" }));
+  const mergeForm = h("form", { class: "actions merge-form" }, into,
+    h("button", { type: "submit", class: "quiet", text: "Merge" }));
   mergeForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    if (into.value) act("/merge", json("POST", { into: /^\d+$/.test(into.value) ? Number(into.value) : into.value }),
-      label + " merged into visitor " + into.value);
+    if (into.value) act("/merge", json("POST", { into: into.value }), () => label + " merged into visitor " + into.value);
   });
-  const cameras = Array.isArray(v.cameras) ? v.cameras.join(", ") : (v.cameras || "");
-  return h("div", { class: "card visitor", "data-visitor": id },
-    h("div", { class: "who" }, face(visitorShot(v), "?"),
+  const cameras = (v.cameras || []).map((c) => c.camera + " (" + plural(c.visits, "visit") + ")").join(", ");
+  const ignoreButton = v.ignored
+    ? h("button", { type: "button", class: "quiet ignore", text: "Unignore",
+      onclick: () => act("/ignore", json("POST", { ignored: false }), () => label + ": its events are sent again") })
+    : h("button", { type: "button", class: "quiet ignore", text: "Ignore",
+      onclick: () => act("/ignore", { method: "POST" }, () => label + " ignored: its events are counted, not sent") });
+  return h("div", { class: "card visitor", "data-visitor": id, "data-ignored": v.ignored ? "true" : null },
+    h("div", { class: "who" }, face(v.best_shot_url, "?"),
       h("div", {},
-        h("div", { class: "name" }, label, v.ignored ? h("span", { class: "badge ignored", text: "ignored" }) : null),
+        h("div", { class: "name" }, label + " ",
+          v.ignored ? h("span", { class: "badge ignored", text: "ignored" }) : null),
         h("div", { class: "meta", text: plural(v.visits || 0, "visit") + (cameras ? " · " + cameras : "") }),
-        h("div", { class: "meta", text: "first " + when(v.first_seen) }),
-        h("div", { class: "meta", text: "last " + when(v.last_seen) }))),
+        h("div", { class: "meta", text: plural(v.embeddings || 0, "face") + " kept" +
+          (v.suppressed ? " · " + plural(v.suppressed, "event") + " suppressed" : "") }),
+        h("div", { class: "meta", text: "first " + when(v.first_seen_ms) }),
+        h("div", { class: "meta", text: "last " + when(v.last_seen_ms) }))),
     nameForm,
     others.length ? mergeForm : null,
     h("div", { class: "actions" },
-      v.ignored ? null : h("button", { type: "button", class: "quiet", text: "Ignore",
-        onclick: () => act("/ignore", { method: "POST" }, label + " ignored: its events are no longer sent") }),
-      confirmButton("Forget", "Forget " + label + "?", () => act("", { method: "DELETE" }, label + " forgotten"))));
+      ignoreButton,
+      confirmButton("Forget", "Forget " + label + "?", () => act("", { method: "DELETE" },
+        (r) => label + " forgotten (" + plural(r.events, "event") + ", " + plural(r.crops, "crop") + " deleted)"))));
 }
 
 // ---- identify ---------------------------------------------------------------------------------------
