@@ -16,8 +16,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What a source yields when asked for a frame.
-// Large only through `Picture::Yuv` (see there): one per frame, moved a few times.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Pulled {
     /// A decoded frame, with its presentation time when the stream has one (video files).
@@ -31,10 +29,8 @@ pub enum Pulled {
 /// A decoded frame as its source delivered it. The camera thread shows every frame to the motion
 /// stage through [`Picture::luma`] and makes RGB pixels ([`Picture::into_rgb`]) only for frames
 /// the workers will search: in a static scene most video frames never leave the decoder's YUV.
-// `Yuv` is ~670 bytes: GStreamer's mapped-frame descriptor (plane pointers, strides, info), the
-// pixels stay in its buffer. One per frame, moved a few times: boxing it would add an allocation
-// per frame to save copying a descriptor.
-#[allow(clippy::large_enum_variant)]
+// `Yuv` is boxed: GStreamer's mapped-frame descriptor (plane pointers, strides, info) is ~670
+// bytes, the pixels stay in its buffer; one small allocation per frame.
 #[derive(Debug)]
 pub enum Picture {
     /// Packed RGB (image files, V4L2 cameras).
