@@ -45,7 +45,7 @@ const MIGRATIONS: &[&str] = &[
     // embeddings (the best few by quality, with the crop farsight saved of each, if any) and the
     // cameras each was seen on. Deleting a visitor deletes the rest.
     "CREATE TABLE visitors (
-         id INTEGER PRIMARY KEY,
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
          first_seen_ms INTEGER NOT NULL,
          last_seen_ms INTEGER NOT NULL,
          visits INTEGER NOT NULL,
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), CURRENT_VERSION);
         let tables: i64 =
             conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
-        assert_eq!(tables, 7);
+        assert_eq!(tables, 8, "meta, identities, templates, events, three visitor tables, sqlite_sequence");
     }
 
     #[test]
@@ -191,5 +191,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_forgotten_visitors_id_is_never_given_to_a_new_stranger() {
+        // Ids are what operators and stored events call a stranger by: `v2` named or forgotten
+        // must not come back as somebody else (it did, without AUTOINCREMENT).
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        migrate(&tx, 0).unwrap();
+        tx.commit().unwrap();
+        let add = |c: &Connection| {
+            c.execute("INSERT INTO visitors (first_seen_ms, last_seen_ms, visits) VALUES (1, 2, 1)", []).unwrap();
+            c.last_insert_rowid()
+        };
+        assert_eq!((add(&conn), add(&conn)), (1, 2));
+        conn.execute("DELETE FROM visitors WHERE id = 2", []).unwrap();
+        assert_eq!(add(&conn), 3);
     }
 }
