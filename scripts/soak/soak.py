@@ -14,7 +14,8 @@ than --max-growth-mib between the first and last quarter of the run or a queue's
 its bound. Not part of CI (it runs for as long as it is told).
 
 What "no queue creep" means here: for every stage of the status file, backlog = in - out -
-dropped - errors (frames or events inside a stage or waiting in front of it); it must stay below
+dropped - errors (frames or events inside a stage or waiting in front of it; the tracker, embed
+and visitors stages count different things in and out, so they are left out); it must stay below
 the stage's queue bound (frame_queue per camera, 2 per worker for recognition, sinks.queue per
 sink) however long the run.
 """
@@ -185,7 +186,15 @@ def main():
                 continue
             stages = {s["name"]: s for s in st["stages"]}
             cam = stages.get("camera-soak", {})
-            backlog = {n: s["in"] - s["out"] - s["dropped"] - s["errors"] for n, s in stages.items()}
+            # Only stages whose in and out count the same things are queues: the tracker
+            # ("events") takes frames in and sends events out, "embed" counts faces found in and
+            # faces embedded out, "visitors" records only unknown events: their in - out is no
+            # backlog (the tracker's input queue is the recognition stage's output).
+            backlog = {
+                n: s["in"] - s["out"] - s["dropped"] - s["errors"]
+                for n, s in stages.items()
+                if n not in ("events", "embed", "visitors")
+            }
             rec = window_quantiles(previous.get("recognize"), stages.get("recognize", {}))
             ev = window_quantiles(previous.get("events"), stages.get("events", {}))
             previous = stages
