@@ -184,26 +184,17 @@ impl Motion {
         let step = if cell >= 4 { 2 } else { 1 };
         let mut sum = vec![0u32; gw * gh];
         let mut count = vec![0u32; gw * gh];
-        let mut add = |y: u32, line: &mut dyn Iterator<Item = (u32, u32)>| {
-            let row = (y / cell) as usize * gw;
-            for (x, luma) in line {
-                let i = row + (x / cell) as usize;
-                sum[i] += luma;
-                count[i] += 1;
-            }
-        };
         let mut scale: fn(f32) -> f32 = |v| v;
         match frame {
             Luma::Rgb(image) => {
                 let raw = image.as_raw();
                 for y in (0..h).step_by(step) {
                     let line = &raw[(y * w * 3) as usize..((y + 1) * w * 3) as usize];
-                    add(
-                        y,
-                        &mut line.chunks_exact(3).step_by(step).zip((0..w).step_by(step)).map(|(p, x)| {
+                    let samples =
+                        line.chunks_exact(3).step_by(step).zip((0..w).step_by(step)).map(|(p, x)| {
                             (x, (77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2])) >> 8)
-                        }),
-                    );
+                        });
+                    add_row(&mut sum, &mut count, (y / cell) as usize * gw, cell, samples);
                 }
             }
             Luma::Plane { data, stride, limited, .. } => {
@@ -211,7 +202,8 @@ impl Motion {
                     let start = y as usize * stride;
                     // A short buffer (never seen from GStreamer) leaves the missing rows unsampled.
                     let Some(line) = data.get(start..start + w as usize) else { break };
-                    add(y, &mut line.iter().step_by(step).zip((0..w).step_by(step)).map(|(&v, x)| (x, u32::from(v))));
+                    let samples = line.iter().step_by(step).zip((0..w).step_by(step)).map(|(&v, x)| (x, u32::from(v)));
+                    add_row(&mut sum, &mut count, (y / cell) as usize * gw, cell, samples);
                 }
                 if limited {
                     // Video luma spans 16-235: stretch it to the 0-255 that RGB brightness spans.
@@ -293,6 +285,16 @@ fn dilate(mask: &mut [bool], (gw, gh): (usize, usize)) {
                 .any(|yy| (x.saturating_sub(1)..(x + 2).min(gw)).any(|xx| src[yy * gw + xx]));
             mask[y * gw + x] = near;
         }
+    }
+}
+
+/// Adds one row's `(x, brightness)` samples to the cells of grid row `row` (its first index).
+/// Generic, not `dyn`: it runs for every sampled pixel of every frame.
+fn add_row(sum: &mut [u32], count: &mut [u32], row: usize, cell: u32, samples: impl Iterator<Item = (u32, u32)>) {
+    for (x, luma) in samples {
+        let i = row + (x / cell) as usize;
+        sum[i] += luma;
+        count[i] += 1;
     }
 }
 
