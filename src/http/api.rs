@@ -171,9 +171,7 @@ pub(super) async fn add_photos(
                 format!("nothing enrolled; fix or leave out these photos: {}", rejected.join("; ")),
             ));
         }
-        if st.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        st.still_writable()?;
         let id = rec.embedder().id().clone();
         let created = st.with_gallery(true, |g| g.enroll(&name, &id, &templates))?;
         if let (Some(dir), Some((img, rect))) = (st.cx.crops.as_deref(), first) {
@@ -210,9 +208,7 @@ pub(super) async fn rename_identity(
     check_id(&to)?;
     let (from, new) = (name.clone(), to.clone());
     blocking(move || {
-        if state.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        state.still_writable()?;
         state.with_gallery(false, |g| g.rename(&from, &new)).map_err(|e| missing_is_unknown(e, &from))?;
         if let Some(dir) = state.cx.crops.as_deref() {
             crops::rename_thumbnail(dir, &from, &new);
@@ -231,9 +227,7 @@ pub(super) async fn delete_identity(
     check_id(&name)?;
     let who = name.clone();
     blocking(move || {
-        if state.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        state.still_writable()?;
         state.with_gallery(false, |g| g.remove(&who)).map_err(|e| missing_is_unknown(e, &who))?;
         if let Some(dir) = state.cx.crops.as_deref() {
             crops::remove_thumbnail(dir, &who);

@@ -109,6 +109,16 @@ impl AppState {
     pub fn stopping(&self) -> bool {
         self.cx.stop.load(Ordering::Relaxed)
     }
+
+    /// `Err(503)` once the daemon is stopping. A write checks it again on its blocking thread,
+    /// just before writing: the request guard let it in, but it may have waited since.
+    pub fn still_writable(&self) -> Result<(), ApiError> {
+        if self.stopping() {
+            Err(ApiError::shutting_down())
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Runs blocking work (models, SQLite) on the runtime's blocking threads.

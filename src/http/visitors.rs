@@ -131,9 +131,7 @@ pub(super) async fn name(
     check_id(&name)?;
     let st = state.clone();
     let named = blocking(move || {
-        if st.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        st.still_writable()?;
         let embedder = st.cx.recognizer.embedder().id().clone();
         with_visitors(&st, || Err(VisitorError::Unknown(id)), |g| store::name(g, id, &name, &embedder))
     })
@@ -165,9 +163,7 @@ pub(super) async fn merge(
     let into = parse(&into)?;
     let st = state.clone();
     let merged = blocking(move || {
-        if st.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        st.still_writable()?;
         with_visitors(&st, || Err(VisitorError::Unknown(from)), |g| store::merge(g, from, into))
     })
     .await?;
@@ -202,9 +198,7 @@ pub(super) async fn ignore(
     };
     let st = state.clone();
     let v = blocking(move || {
-        if st.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        st.still_writable()?;
         with_visitors(&st, || Err(VisitorError::Unknown(id)), |g| store::set_ignored(g, id, ignored))
     })
     .await?;
@@ -219,9 +213,7 @@ pub(super) async fn forget(
     let id = parse(&id)?;
     let st = state.clone();
     let gone = blocking(move || {
-        if st.stopping() {
-            return Err(ApiError::shutting_down());
-        }
+        st.still_writable()?;
         with_visitors(&st, || Err(VisitorError::Unknown(id)), |g| store::forget(g, id))
     })
     .await?;
