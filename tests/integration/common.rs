@@ -66,10 +66,6 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A TCP port on loopback that was free a moment ago, drawn at random from 20000-32767: below
-/// Linux's ephemeral range (32768-60999), so outgoing connections of other tests cannot take it
-/// between this check and the server's own bind (servers that lose the race anyway are retried by
-/// their starters).
 /// A PNG whose header declares `w` x `h` 8-bit RGB pixels over a tiny body: a decompression bomb's
 /// shape, without building one (what the hostile-input and HTTP upload tests feed farsight).
 pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
@@ -98,6 +94,10 @@ pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// A TCP port on loopback that was free a moment ago, drawn at random from 20000-32767: below
+/// Linux's ephemeral range (32768-60999), so outgoing connections of other tests cannot take it
+/// between this check and the server's own bind (servers that lose the race anyway are retried by
+/// their starters).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     for _ in 0..1000 {
