@@ -65,7 +65,7 @@ def main():
     if not teacher_path.exists():
         raise SystemExit(f"{teacher_path} is missing: train the teacher first (train.py --out work/run2 ...) "
                          "or name one with --teacher")
-    tckpt = torch.load(teacher_path, map_location="cpu")
+    tckpt = torch.load(teacher_path, map_location="cpu", weights_only=False)  # ours; last.pt holds RNG states
     T = Generator(**tckpt.get("arch", {})).eval()
     T.load_state_dict(tckpt["generator"])
     for p in T.parameters():

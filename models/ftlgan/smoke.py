@@ -1,6 +1,7 @@
 """The training smoke test: every step of the real pipeline on a handful of faces, in a temporary
 folder: prepare (farsight export-aligned + embeddings) on 4 training identities, two training
-steps, two distillation steps into the small student, export of the student to ONNX (checked
+steps, the exact-resume check
+(8 steps in one run == 3 + 5 resumed), two distillation steps into the small student, export of the student to ONNX (checked
 against PyTorch), int8 quantisation. About a minute on 2 cores.
 
     models/ftlgan/.venv/bin/python models/ftlgan/smoke.py
@@ -39,6 +40,7 @@ def main():
         farsight = os.environ.get("FARSIGHT_BIN", str(REPO / "target" / "release" / "farsight"))
         step("prepare.py", "--datasets", data, "--work", work, "--farsight", farsight)
         step("train.py", "--smoke", "--work", work)
+        step("resume_check.py", "--work", work, "--steps", "8", "--stop", "3")
         step("distil.py", "--smoke", "--work", work, "--teacher", work / "smoke" / "last.pt")
         step("export.py", "--checkpoint", work / "smoke-distil" / "last.pt", "--out", tmp / "g.onnx")
         step("quantise.py", "--fp32", tmp / "g.onnx", "--out", tmp / "g-int8.onnx", "--work", work, "--faces", "4")

@@ -17,7 +17,9 @@ F(p) and F(n) come from real images only, embedded once by prepare.py.
 import argparse
 import csv
 import json
+import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -122,7 +124,8 @@ def plot(log_path: Path, png: Path):
             axes[0].plot(steps, [float(r[k]) for r in rows], label=k)
     axes[0].set_xlabel("step")
     axes[0].set_yscale("log")
-    axes[0].legend()
+    if axes[0].lines:
+        axes[0].legend()
     axes[0].set_title("training losses (moving average)")
     val = [r for r in rows if r.get("val_cos_14")]
     for s in (14, 28, 56):
@@ -137,11 +140,129 @@ def plot(log_path: Path, png: Path):
     plt.close(fig)
 
 
+RUNTIME_ONLY = {"resume", "stop_at_step", "max_minutes", "out", "threads", "smoke"}
+
+
+def lr_at(step: int, p: dict) -> float:
+    """Warm-up, flat, then cosine to zero over the last `decay_frac` of `steps`: a pure function
+    of the step, so a resumed run follows the same schedule; a checkpoint taken on the flat part
+    can still be decayed by a short branch run."""
+    if step < p["warmup"]:
+        return p["lr"] * (step + 1) / p["warmup"]
+    start = int(p["steps"] * (1 - p["decay_frac"]))
+    if step < start:
+        return p["lr"]
+    t = min(1.0, (step - start) / max(1, p["steps"] - start))
+    return p["lr"] * 0.5 * (1 + float(np.cos(np.pi * t)))
+
+
+class StepBatches:
+    """Batch `step` as a pure function of (seed, step): the face order is a seeded permutation per
+    epoch and each sample's flip, degradation and positive photo come from a generator seeded by
+    (seed, epoch, position). Nothing to checkpoint but the step."""
+
+    def __init__(self, root: Path, files, train_idx, by_id, identities, p: dict):
+        self.root, self.files, self.train_idx, self.p = root, files, train_idx, p
+        self.by_id, self.identities = by_id, identities
+        self.sizes = tuple(int(s) for s in p["sizes"].split(","))
+        self._perm: dict[int, np.ndarray] = {}
+
+    def perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm:
+            self._perm = {epoch: np.random.default_rng([self.p["seed"], epoch, 1]).permutation(len(self.train_idx))}
+        return self._perm[epoch]
+
+    def __call__(self, step: int):
+        lrs, hrs, gidx, flips, pos = [], [], [], [], []
+        for j in range(self.p["batch"]):
+            epoch, at = divmod(step * self.p["batch"] + j, len(self.train_idx))
+            g = int(self.train_idx[self.perm(epoch)[at]])
+            rng = random.Random(f"{self.p['seed']}/{epoch}/{at}")  # str seeds are hashed with SHA-512: stable
+            hr = Image.open(self.root / str(self.files[g])).convert("RGB")
+            flip = rng.random() < 0.5
+            if flip:
+                hr = ImageOps.mirror(hr)
+            lr, _size = degrade(hr, rng, self.sizes, self.p["random_size_frac"])
+            others = [k for k in self.by_id[self.identities[g]] if k != g]
+            pos.append((rng.choice(others), rng.randrange(2)) if others else None)
+            lrs.append(to_tensor(lr))
+            hrs.append(to_tensor(hr))
+            gidx.append(g)
+            flips.append(int(flip))
+        return torch.stack(lrs), torch.stack(hrs), torch.tensor(gidx), torch.tensor(flips), pos
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_generator_weights(path: Path) -> dict:
+    """Generator weights from a checkpoint (.pt: its 'generator') or an exported ONNX file (its
+    initializers carry the PyTorch names)."""
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        return {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer}
+    return torch.load(path, map_location="cpu", weights_only=False)["generator"]
+
+
+@torch.no_grad()
+def grow_from(G: Generator, old: dict, small_std: float = 1e-4) -> None:
+    """Starts G from a smaller generator of the same design (fewer channels, blocks, a 1x1 head)
+    so that G computes what the smaller one did, to within `small_std` noise, and training only
+    adds to it: each old tensor is copied into the leading slice of the new one (a 1x1 kernel
+    into the centre tap of a 3x3); weights reading new input channels, and the second conv of a
+    new residual block, start at N(0, small_std), so new channels and blocks do not disturb the
+    old function; weights writing new channels keep their default initialisation."""
+    sd = G.state_dict()
+    for name, new in sd.items():
+        w = old.get(name)
+        if w is None:
+            if name.startswith("body.") and name.endswith(".c2.weight"):  # a new block: the identity
+                new.normal_(0.0, small_std)
+            elif name.startswith("body.") and name.endswith(".c2.bias"):
+                new.zero_()
+            continue
+        if new.dim() == 4:
+            new[:, w.shape[1]:].normal_(0.0, small_std)
+            o = (new.shape[2] - w.shape[2]) // 2
+            if o:
+                new[: w.shape[0], : w.shape[1]].normal_(0.0, small_std)
+            new[: w.shape[0], : w.shape[1], o:o + w.shape[2], o:o + w.shape[3]] = w
+        else:
+            new[: w.shape[0]] = w
+    G.load_state_dict(sd)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--out", type=Path, default=None, help="run folder (default work/run)")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out exactly, from its last.pt")
+    ap.add_argument("--stop-at-step", type=int, default=0, help="checkpoint and stop after this step")
+    ap.add_argument("--max-minutes", type=float, default=0, help="checkpoint and stop after this long")
+    ap.add_argument("--ckpt-minutes", type=float, default=10, help="checkpoint (last.pt) this often")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from a smaller generator (.pt checkpoint or exported .onnx), grown into --ch/--blocks")
+    ap.add_argument("--ch", type=int, default=ARCH["ch"])
+    ap.add_argument("--blocks", type=int, default=ARCH["blocks"])
+    ap.add_argument("--head-k", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3000, help="length of the LR schedule")
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--decay-frac", type=float, default=0.3, help="cosine decay over this last share of --steps")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=1)
@@ -158,6 +279,8 @@ def main():
     ap.add_argument("--random-size-frac", type=float, default=0.5,
                     help="share of samples at a random size in 7..80 instead of --sizes")
     ap.add_argument("--tail-std", type=float, default=0.0, help="init std of the generator's last conv")
+    ap.add_argument("--select", choices=("sum", "14"), default="sum",
+                    help="generator.pt keeps the best held-out cosine: summed over 14/28/56 px, or at 14 px")
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--val-faces", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -166,23 +289,34 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.steps, args.batch, args.val_every, args.val_faces, args.adv_warmup = 2, 4, 2, 4, 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    dev = torch.device(args.device)
-
-    bank = np.load(args.work / "bank.npz")
-    files, identities = bank["files"], bank["identities"]
-    emb = np.stack([bank["emb"], bank["emb_flip"]], 1)  # [N, 2, 128]: original, mirrored
-    train_idx, val_idx = split(identities, args.seed)
-    if args.smoke:
-        train_idx, val_idx = train_idx[:8], val_idx[:4]
-    val_idx = val_idx[: args.val_faces]
-    root = args.work / "aligned"
     out = args.out or (args.work / ("smoke" if args.smoke else "run"))
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.pt"
+    if args.resume:
+        if not ckpt_path.exists():
+            raise SystemExit(f"{ckpt_path} is missing: nothing to resume")
+        p = json.loads((out / "params.json").read_text())
+    else:
+        if ckpt_path.exists() and not args.smoke:
+            raise SystemExit(f"{ckpt_path} exists: use --resume, or another --out")
+        p = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in RUNTIME_ONLY}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    random.seed(p["seed"])
+    np.random.seed(p["seed"])
+    torch.manual_seed(p["seed"])
+    dev = torch.device(p["device"])
+
+    work = Path(p["work"])  # a resumed run reads the data it started with
+    bank = np.load(work / "bank.npz")
+    files, identities = bank["files"], bank["identities"]
+    emb = np.stack([bank["emb"], bank["emb_flip"]], 1)  # [N, 2, 128]: original, mirrored
+    train_idx, val_idx = split(identities, p["seed"])
+    if args.smoke:
+        train_idx, val_idx = train_idx[:8], val_idx[:4]
+    val_idx = val_idx[: p["val_faces"]]
+    root = work / "aligned"
 
     # Same-identity photos (positives) and the negative bank: training identities only.
     by_id: dict[str, list[int]] = {}
@@ -194,100 +328,144 @@ def main():
     bank_code = torch.tensor([id_code[n] for n in bank_ids], device=dev)
     emb_t = torch.from_numpy(emb).to(dev)
 
-    G, D = Generator(**ARCH, tail_std=args.tail_std).to(dev), Discriminator().to(dev)
+    arch = {"ch": p["ch"], "blocks": p["blocks"], "head_k": p["head_k"]}
+    G, D = Generator(**arch, tail_std=p["tail_std"]).to(dev), Discriminator().to(dev)
+    if p.get("init") and not args.resume:
+        grow_from(G, load_generator_weights(Path(p["init"])))
     # channels_last: ~15% faster SFace forward+backward on CPU (oneDNN), same arithmetic
     Fr = load_recogniser().to(dev, memory_format=torch.channels_last)
     feats = capture_features(Fr)
-    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
-    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.5, 0.99))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
-    sizes = tuple(int(s) for s in args.sizes.split(","))
-    data = Faces(root, files[train_idx].tolist(), args.seed, sizes, args.random_size_frac)
-    loader_rng = torch.Generator().manual_seed(args.seed)
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    params.update(train_faces=len(train_idx), train_identities=len(by_id), val_faces=len(val_idx),
-                  generator_parameters=sum(p.numel() for p in G.parameters()), torch=torch.__version__)
-    (out / "params.json").write_text(json.dumps(params, indent=2))
-    print(json.dumps(params))
+    opt_g = torch.optim.Adam(G.parameters(), lr=p["lr"], betas=(0.9, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), lr=p["lr"], betas=(0.5, 0.99))
+    batches = StepBatches(root, files, train_idx, by_id, identities, p)
 
+    step, wall0, cpu0, best = 0, 0.0, 0.0, -1.0
+    avg: dict[str, float] = {}  # moving averages of the logged losses (checkpointed too)
+    if args.resume:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        G.load_state_dict(ck["generator"])
+        D.load_state_dict(ck["discriminator"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        set_rng_state(ck["rng"])
+        step, wall0, cpu0, best = ck["step"], ck["wall_s"], ck["cpu_s"], ck["best"]
+        avg.update(ck["avg"])
+        print(f"resumed {out} at step {step} ({wall0 / 3600:.2f} h wall, {cpu0 / 3600:.2f} h CPU)", flush=True)
+    else:
+        params = dict(p, train_faces=len(train_idx), train_identities=len(by_id), val_faces=len(val_idx),
+                      generator_parameters=sum(q.numel() for q in G.parameters()), torch=torch.__version__,
+                      started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        (out / "params.json").write_text(json.dumps(params, indent=2))
+        print(json.dumps(params), flush=True)
+
+    # The log spans every run of this folder: cut back to the checkpoint's step, then append.
     log_path = out / "log.csv"
-    fields = ["step", "seconds", "pixel", "ident", "triplet", "adv", "d_loss", "feat", "lr"] + [
+    fields = ["step", "seconds", "cpu_s", "pixel", "ident", "triplet", "adv", "d_loss", "feat", "lr"] + [
         f"val_cos_{s}{b}" for s in (14, 28, 56) for b in ("", "_bicubic")]
+    rows = list(csv.DictReader(open(log_path))) if log_path.exists() and args.resume else []
+    rows = [r for r in rows if int(r["step"]) <= step]
     log_file, log = csv_log(log_path, fields)
-    avg, best, step, t0 = {}, -1.0, 0, time.time()
+    log.writerows(rows)
+    log_file.flush()
+
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+        print(f"signal {signum}: checkpointing at the end of this step", flush=True)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t_start, c_start = time.time(), time.process_time()
+    clock = lambda: (wall0 + time.time() - t_start, cpu0 + time.process_time() - c_start)  # noqa: E731
+
+    def checkpoint():
+        wall, cpu = clock()
+        atomic_save({"generator": G.state_dict(), "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
+                     "opt_d": opt_d.state_dict(), "rng": rng_state(), "step": step, "wall_s": wall, "cpu_s": cpu,
+                     "best": best, "avg": avg, "arch": arch}, ckpt_path)
+
     val_emb = emb[val_idx, 0]
-    before = [p.detach().clone() for p in G.parameters()]
-    for lr, hr, i, flip, _size in batches(data, args.batch, 0 if args.smoke else 1, loader_rng):
-        if step >= args.steps:
-            break
-        lr, hr = lr.to(dev), hr.to(dev)
-        gidx = torch.from_numpy(train_idx[i.numpy()]).to(dev)
-        if args.w_feat:
+    before = [q.detach().clone() for q in G.parameters()]
+    last_ckpt = time.time()
+    d = lambda a, b: 1.0 - (a * b).sum(1)  # noqa: E731
+    while step < p["steps"]:
+        lr, hr, gidx, flip, pos = batches(step)
+        for g in opt_g.param_groups:
+            g["lr"] = lr_at(step, p)
+        lr, hr, gidx = lr.to(dev), hr.to(dev), gidx.to(dev)
+        if p["w_feat"]:
             with torch.no_grad():
                 Fr(hr)
                 target = dict(feats)
         sr = G(lr)
         e = Fr(sr)
         e_hr = emb_t[gidx, flip.to(dev)]
-        # positives: another photo of the same person when there is one
-        pos = []
-        for k, g in enumerate(gidx.tolist()):
-            others = [j for j in by_id[identities[g]] if j != g]
-            j = random.choice(others) if others else g
-            pos.append(emb_t[j, random.randrange(2)] if others else e_hr[k])
-        e_pos = torch.stack(pos)
+        # positives: another photo of the same person when there is one (drawn by the batch)
+        e_pos = torch.stack([emb_t[q[0], q[1]] if q else e_hr[k] for k, q in enumerate(pos)])
         # hardest negative of another identity among all real training photos
         sims = e.detach() @ bank_emb.T
         own = torch.tensor([id_code[identities[g]] for g in gidx.tolist()], device=dev)
         sims[bank_code[None, :] == own[:, None]] = -2.0
         e_neg = bank_emb[sims.argmax(1)]
-        d = lambda a, b: 1.0 - (a * b).sum(1)  # noqa: E731
         l_pix = F.l1_loss(sr, hr)
         l_feat = torch.zeros((), device=dev)
-        if args.w_feat:
+        if p["w_feat"]:
             l_feat = sum(((feats[k] - t) ** 2).mean() / (t**2).mean() for k, t in target.items()) / len(target)
         l_id = d(e, e_hr).mean()
-        l_tri = F.relu(d(e, e_pos) - d(e, e_neg) + args.margin).mean()
-        use_adv = step >= args.adv_warmup
+        l_tri = F.relu(d(e, e_pos) - d(e, e_neg) + p["margin"]).mean()
+        use_adv = step >= p["adv_warmup"]
         l_adv = F.softplus(-D(sr)).mean() if use_adv else torch.zeros((), device=dev)
-        loss = args.w_pixel * l_pix + args.w_ident * l_id + args.w_triplet * l_tri + args.w_adv * l_adv + args.w_feat * l_feat
+        loss = (p["w_pixel"] * l_pix + p["w_ident"] * l_id + p["w_triplet"] * l_tri + p["w_adv"] * l_adv
+                + p["w_feat"] * l_feat)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        sched.step()
         l_d = torch.zeros(())
-        if use_adv or step >= args.adv_warmup - 100:  # D starts a little before G is judged
+        if use_adv or step >= p["adv_warmup"] - 100:  # D starts a little before G is judged
             l_d = F.softplus(-D(hr)).mean() + F.softplus(D(sr.detach())).mean()
             opt_d.zero_grad(set_to_none=True)
             l_d.backward()
             opt_d.step()
         step += 1
         for k, v in (("pixel", l_pix), ("ident", l_id), ("triplet", l_tri), ("adv", l_adv), ("d_loss", l_d), ("feat", l_feat)):
-            v = float(v)
+            v = float(v.detach())
             if not np.isfinite(v):
                 raise SystemExit(f"step {step}: {k} loss is {v}")
             avg[k] = v if k not in avg else 0.95 * avg[k] + 0.05 * v
         row = None
-        if step % 10 == 0 or step == args.steps:
-            row = {"step": step, "seconds": round(time.time() - t0, 1), "lr": sched.get_last_lr()[0],
+        if step % 10 == 0 or step == p["steps"]:
+            wall, cpu = clock()
+            row = {"step": step, "seconds": round(wall, 1), "cpu_s": round(cpu, 1), "lr": f"{lr_at(step - 1, p):.4g}",
                    **{k: round(v, 5) for k, v in avg.items()}}
-        if step % args.val_every == 0 or step == args.steps:
+        if step % p["val_every"] == 0 or step == p["steps"]:
             G.eval()
             v = validate(G, Fr, root, files[val_idx], val_emb)
             G.train()
-            row = {**(row or {"step": step, "seconds": round(time.time() - t0, 1)}), **{k: round(x, 4) for k, x in v.items()}}
-            score = v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]
+            wall, cpu = clock()
+            row = {**(row or {"step": step, "seconds": round(wall, 1), "cpu_s": round(cpu, 1)}),
+                   **{k: round(x, 4) for k, x in v.items()}}
+            score = v["val_cos_14"] if p["select"] == "14" else v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]
             if score > best and not args.smoke:
                 best = score
-                torch.save({"generator": G.state_dict(), "arch": ARCH, "step": step, "val": v}, out / "generator.pt")
-            torch.save({"generator": G.state_dict(), "arch": ARCH, "discriminator": D.state_dict(), "step": step},
-                       out / "last.pt")
+                atomic_save({"generator": G.state_dict(), "arch": arch, "step": step, "val": v}, out / "generator.pt")
         if row:
             log.writerow(row)
             log_file.flush()  # the plot reads it, and a stopped run keeps its log
             print(json.dumps(row), flush=True)
             if "val_cos_14" in row:
                 plot(log_path, out / "losses.png")
+        done = step == p["steps"] or stop["now"] or step == args.stop_at_step or (
+            args.max_minutes and time.time() - t_start > args.max_minutes * 60)
+        if done or time.time() - last_ckpt > args.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+        if done:
+            break
+    log_file.close()
+    wall, cpu = clock()
+    print(f"stopped at step {step}/{p['steps']} ({wall / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU); "
+          f"continue with: train.py --out {out} --resume", flush=True)
     if args.smoke:
         changed = any(not torch.equal(a, b.detach()) for a, b in zip(before, G.parameters()))
         if not changed:
