@@ -176,6 +176,15 @@ pub fn run(
     })?;
     stages.push(t);
     references.push(r);
+    // What `farsight run` does with a 14 px face, restoration and embedding together (the
+    // small-face path when it is on, else the restorer in front of SFace): issue 13's cost bound
+    // is this against SFace alone on a 112 px face, the stage above.
+    let (t, r) = measure("embed 14 px face (run's path)", iterations, || {
+        black_box(rec.embed_native(&small, 14.0)?);
+        Ok(())
+    })?;
+    stages.push(t);
+    references.push(r);
     let snapshot = Snapshot::default();
     let (w, h) = photo.dimensions();
     let (t, r) = measure(&format!("end to end {w}x{h} image"), iterations, || {
