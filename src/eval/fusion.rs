@@ -100,6 +100,12 @@ pub struct FusionRow {
     /// Frames the method drew on, on average over the pairs (before the best-shots cap): frames
     /// whose face the detector missed are left out of a track, as the tracker never sees them.
     pub mean_frames: f64,
+    /// The same for the genuine and the impostor pairs apart (with `all`, genuine tracks are
+    /// longer: an impostor pair's second person often has one photo in the folds).
+    pub genuine_mean_frames: f64,
+    pub impostor_mean_frames: f64,
+    pub genuine_pairs: usize,
+    pub impostor_pairs: usize,
     #[serde(flatten)]
     pub metrics: Row,
 }
@@ -232,7 +238,9 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
             for n in 1..=k {
                 for &method in &methods {
                     let mut scored = Vec::new();
-                    let (mut seen, mut fused, mut small_face, mut misses) = (0usize, 0usize, 0usize, 0usize);
+                    let (mut seen, mut small_face, mut misses) = (0usize, 0usize, 0usize);
+                    // Frames fused and pairs, impostor [0] and genuine [1].
+                    let (mut fused, mut count) = ([0usize; 2], [0usize; 2]);
                     for (p, t) in &kept {
                         if subset == "full" && t.len() < k {
                             continue;
@@ -241,7 +249,8 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
                         let Some(reference) = ok[&p.first].reference.as_ref() else { continue };
                         let Some((e, used)) = score_track(method, &frames, opts.best_shots) else { continue };
                         seen += frames.len();
-                        fused += used;
+                        fused[usize::from(p.genuine)] += used;
+                        count[usize::from(p.genuine)] += 1;
                         small_face += frames.iter().filter(|f| f.kind != EmbedderKind::Sface).count();
                         misses += frames.iter().filter(|f| f.missed).count();
                         scored.push(ScoredPair {
@@ -252,8 +261,18 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
                     }
                     let mut metrics = score_row(mode, opts.size, EvalRestore::Shipped, SHIPPED, &scored, misses, seen);
                     metrics.small_face_probes = small_face;
-                    let mean_frames = if scored.is_empty() { 0.0 } else { fused as f64 / scored.len() as f64 };
-                    rows.push(FusionRow { method: method.name(), frames: n, subset, mean_frames, metrics });
+                    let mean = |f: usize, n: usize| if n == 0 { 0.0 } else { f as f64 / n as f64 };
+                    rows.push(FusionRow {
+                        method: method.name(),
+                        frames: n,
+                        subset,
+                        mean_frames: mean(fused[0] + fused[1], count[0] + count[1]),
+                        genuine_mean_frames: mean(fused[1], count[1]),
+                        impostor_mean_frames: mean(fused[0], count[0]),
+                        genuine_pairs: count[1],
+                        impostor_pairs: count[0],
+                        metrics,
+                    });
                 }
             }
         }
