@@ -141,6 +141,49 @@ pub enum Command {
         #[arg(long)]
         max_pairs_per_fold: Option<usize>,
     },
+    /// What fusing a track's frames buys at a small face size: LFW pairs whose probe side is a
+    /// track of up to K frames, each an independent degradation of a different photo of the
+    /// person, scored by the pair's own frame, the best frame, the tracker's fusion and
+    /// alternatives at every track length. Heavy: minutes.
+    EvalFusion {
+        /// Dataset folder: DIR/<Name>/<Name>_NNNN.jpg.
+        #[arg(long, default_value = "../shared/datasets/lfw")]
+        dataset: PathBuf,
+        /// Pairs file in the LFW View 2 format.
+        #[arg(long, default_value = "../shared/datasets/lfw-pairs.txt")]
+        pairs: PathBuf,
+        /// Folds measured; the tracks' photos come from these folds' images.
+        #[arg(long, default_value = "6-10")]
+        folds: String,
+        /// Probe face size in pixels.
+        #[arg(long, default_value_t = 14)]
+        size: u32,
+        /// crop: degrade the aligned face; frame: shrink the whole image and detect (comma-separated).
+        #[arg(long = "mode", value_delimiter = ',', default_value = "crop,frame")]
+        modes: Vec<Mode>,
+        /// Longest probe track (K frames).
+        #[arg(long, default_value_t = 5)]
+        frames: usize,
+        /// Exponents p of the quality^p weightings compared with the tracker's (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        quality_powers: Vec<f32>,
+        /// Seed of the track order and of every frame's degradation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// different: other photos of the person (the measurement); repeat: the pair's second
+        /// image K times (every fusion must then equal the single frame).
+        #[arg(long, default_value = "different")]
+        photos: farsight::eval::fusion::Photos,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Use only the first N genuine and N impostor pairs of each fold (quick checks).
+        #[arg(long)]
+        max_pairs_per_fold: Option<usize>,
+    },
     /// Calibrate the visitor threshold on some LFW folds and measure the online clustering of
     /// unknown faces into visitors on others (pairwise and BCubed precision/recall), at full
     /// resolution and at small probe sizes (the product's small-face path). Heavy: minutes.

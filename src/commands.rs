@@ -64,6 +64,37 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             evaluate(&config, &opts, json.as_deref(), roc.as_deref())
         }
+        Command::EvalFusion {
+            dataset,
+            pairs,
+            folds,
+            size,
+            modes,
+            frames,
+            quality_powers,
+            seed,
+            photos,
+            json,
+            threads,
+            max_pairs_per_fold,
+        } => {
+            let opts = eval::fusion::FusionOptions {
+                dataset,
+                pairs,
+                folds: eval::parse_folds(&folds)?,
+                size,
+                modes,
+                frames,
+                best_shots: config.track.best_shots,
+                powers: quality_powers,
+                seed,
+                photos,
+                max_pairs_per_fold,
+                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                progress: !cli.quiet,
+            };
+            evaluate_fusion(&config, &opts, json.as_deref())
+        }
         Command::EvalVisitors { dataset, pairs, calibrate_folds, folds, sizes, far, json, threads } => {
             let opts = farsight::visitors::eval::VisitorEvalOptions {
                 dataset,
@@ -348,6 +379,19 @@ fn evaluate(config: &Config, opts: &EvalOptions, json: Option<&Path>, roc: Optio
     }
     if let Some(p) = roc {
         eval::write_roc(&report, p)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn evaluate_fusion(config: &Config, opts: &eval::fusion::FusionOptions, json: Option<&Path>) -> Result<()> {
+    let rec = load_recognizer(config)?;
+    let started = std::time::Instant::now();
+    let report = eval::fusion::run(&rec, opts)?;
+    print!("{}", eval::fusion::format_table(&report));
+    eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(p) = json {
+        eval::fusion::write_json(&report, p)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())

@@ -136,6 +136,24 @@ pub fn quality(face: &Face, aligned_px: f32, aligned: &RgbImage) -> f32 {
     (face.score.clamp(0.0, 1.0) * size * (0.5 + 0.5 * pose) * (0.5 + 0.5 * sharp)).clamp(0.0, 1.0)
 }
 
+/// How a track fuses its best shots, given as (quality, embedding): the quality-weighted mean of
+/// the embeddings (a weight never below 1e-3, so a zero-quality shot still counts a little),
+/// re-normalised. `None` when there is no shot or the mean is zero. `farsight eval-fusion`
+/// measures exactly this function against a single best frame.
+pub fn fuse<'a>(shots: impl IntoIterator<Item = (f32, &'a [f32])>) -> Option<Vec<f32>> {
+    let mut acc: Vec<f32> = Vec::new();
+    for (quality, embedding) in shots {
+        if acc.is_empty() {
+            acc = vec![0.0; embedding.len()];
+        }
+        let w = quality.max(1e-3);
+        for (a, v) in acc.iter_mut().zip(embedding) {
+            *a += w * v;
+        }
+    }
+    normalize(acc)
+}
+
 fn laplacian_variance(g: &GrayImage) -> f32 {
     let (w, h) = g.dimensions();
     if w < 3 || h < 3 {
@@ -268,18 +286,10 @@ impl Track {
         }
     }
 
-    /// Quality-weighted mean of the best shots' embeddings, re-normalised.
+    /// The best shots' embeddings fused by [`fuse`].
     fn fuse(&mut self) {
-        let dim = self.shots.first().map_or(0, |s| s.embedding.len());
-        let mut acc = vec![0.0f32; dim];
-        for s in &self.shots {
-            let w = s.quality.max(1e-3);
-            for (a, v) in acc.iter_mut().zip(&s.embedding) {
-                *a += w * v;
-            }
-        }
         // All-zero only if every shot's embedding was zero; keep the previous fusion then.
-        if let Some(v) = normalize(acc) {
+        if let Some(v) = fuse(self.shots.iter().map(|s| (s.quality, s.embedding.as_slice()))) {
             self.fused = v;
         }
     }

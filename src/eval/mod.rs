@@ -7,6 +7,8 @@
 //! References are always SFace (the gallery's template format); the `shipped` restorer evaluates
 //! what `farsight run` does with the config (restore policy and small-face path together).
 
+mod degrade;
+pub mod fusion;
 pub mod metrics;
 mod pairs;
 mod probe;
@@ -228,7 +230,8 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
     let images: Vec<ImageRef> = probes.union(&references).cloned().collect();
 
     // Pass 1: find the labelled face of every image at full resolution.
-    let located = parallel(opts, "locating faces", &images, |img| locate(rec, &img.path(&opts.dataset)))?;
+    let located =
+        parallel(opts.threads, opts.progress, "locating faces", &images, |img| locate(rec, &img.path(&opts.dataset)))?;
     let found: Vec<(LabelledFace, u32, u32)> =
         located.values().filter_map(|r| r.as_ref().ok()).filter(|(f, _, _)| f.detected).copied().collect();
     let mean = probe::mean_face(&found).ok_or(EvalError::NothingDetected(images.len()))?;
@@ -236,7 +239,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
 
     // Pass 2: embed references and probe variants.
     let variants: Vec<(Mode, u32)> = opts.modes.iter().flat_map(|&m| opts.sizes.iter().map(move |&s| (m, s))).collect();
-    let results = parallel(opts, "embedding", &images, |img| {
+    let results = parallel(opts.threads, opts.progress, "embedding", &images, |img| {
         let (face, w, h) = match located.get(img) {
             Some(Ok(l)) => *l,
             Some(Err(e)) => return Err(e.clone()),
@@ -378,8 +381,8 @@ fn locate(rec: &Recognizer, path: &Path) -> Result<(LabelledFace, u32, u32), Str
     let (w, h) = img.dimensions();
     let faces = rec.detector().detect(&img).map_err(|e| format!("{}: {}", path.display(), crate::error_chain(&e)))?;
     let face = match probe::pick_centre_face(&faces, w, h) {
-        Some(f) => LabelledFace { landmarks: f.landmarks, rect: f.rect, detected: true },
-        None => LabelledFace { landmarks: Default::default(), rect: Default::default(), detected: false },
+        Some(f) => LabelledFace { landmarks: f.landmarks, rect: f.rect, score: f.score, detected: true },
+        None => LabelledFace { landmarks: Default::default(), rect: Default::default(), score: 0.0, detected: false },
     };
     Ok((face, w, h))
 }
@@ -387,7 +390,8 @@ fn locate(rec: &Recognizer, path: &Path) -> Result<(LabelledFace, u32, u32), Str
 /// Runs `work` over `items` on `opts.threads` threads with a progress bar; per-item failures are
 /// kept as `Err(message)`, never stop the run.
 fn parallel<T, F>(
-    opts: &EvalOptions,
+    threads: usize,
+    progress: bool,
     what: &str,
     items: &[ImageRef],
     work: F,
@@ -396,8 +400,7 @@ where
     T: Send,
     F: Fn(&ImageRef) -> Result<T, String> + Sync,
 {
-    let bar =
-        if opts.progress { indicatif::ProgressBar::new(items.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let bar = if progress { indicatif::ProgressBar::new(items.len() as u64) } else { indicatif::ProgressBar::hidden() };
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{msg:>16} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
     {
@@ -411,7 +414,7 @@ where
     let next = AtomicUsize::new(0);
     let out = Mutex::new(HashMap::with_capacity(items.len()));
     std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
+        for _ in 0..threads.max(1) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { break };

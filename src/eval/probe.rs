@@ -3,6 +3,7 @@
 //! `crop` mode degrades the aligned 112x112 face, `frame` mode shrinks the whole image and runs
 //! the real detector on it, as a camera would see it.
 
+use super::degrade::Draw;
 use super::{EvalRestore, Mode};
 use crate::align::{downsample, Alignment, ALIGNED_SIZE};
 use crate::detect::Face;
@@ -37,6 +38,8 @@ type Made = HashMap<(Option<String>, EmbedderKind), Embedding>;
 pub struct LabelledFace {
     pub landmarks: Landmarks,
     pub rect: Rect,
+    /// The detector's score (0 when it missed the face).
+    pub score: f32,
     pub detected: bool,
 }
 
@@ -125,11 +128,11 @@ pub fn process(
                 }
             }
             Mode::Frame => {
-                let (found, shrunk_alignment) = shrink_and_detect(rec, img, face, size)?;
-                if !found {
+                let shrunk = shrink_and_detect(rec, img, face, size, None)?;
+                if shrunk.detected.is_none() {
                     out.misses.push((mode, size));
                 }
-                let (shrunk_img, al) = shrunk_alignment;
+                let (shrunk_img, al) = (shrunk.canvas, shrunk.alignment);
                 let mut made = Made::new();
                 for (r, restorer) in restorers {
                     let (face112, used) = rec.aligned_face(&shrunk_img, &al, restorer.as_ref())?;
@@ -163,44 +166,82 @@ pub fn process(
     Ok(out)
 }
 
+/// A frame shrunk so the labelled face is a given size, and the face the detector found in it.
+pub struct Shrunk {
+    /// The shrunk frame on its canvas (see [`MIN_CANVAS`]).
+    pub canvas: RgbImage,
+    /// The detection that overlaps the labelled face, `None` on a miss.
+    pub detected: Option<Face>,
+    /// The detection, or on a miss the full-resolution face scaled into the canvas with score 0.
+    pub face: Face,
+    /// The alignment of `face`.
+    pub alignment: Alignment,
+}
+
 /// Shrinks `img` so the labelled face's box is `size` px wide (never enlarges), detects faces in
-/// it, and returns whether the labelled face was found plus the frame and alignment to use: the
-/// detector's landmarks when found, else the full-resolution landmarks scaled down (a miss).
-#[allow(clippy::type_complexity)]
-fn shrink_and_detect(
+/// it, and returns the canvas, the detection of the labelled face if found, and the face and
+/// alignment to use: the detector's landmarks when found, else the full-resolution landmarks
+/// scaled down (a miss). Without `draw` the shrink is an antialiased triangle filter; with one,
+/// that draw's camera degradation (pixel-grid phase, blur, resize kernel, noise, JPEG).
+pub fn shrink_and_detect(
     rec: &Recognizer,
     img: &RgbImage,
     face: &LabelledFace,
     size: u32,
-) -> Result<(bool, (RgbImage, Alignment)), RecognizeError> {
+    draw: Option<&Draw>,
+) -> Result<Shrunk, RecognizeError> {
     let s = (size as f32 / face.rect.w.max(1.0)).min(1.0);
-    let (w, h) = img.dimensions();
+    // The draw's pixel-grid phase: whole source pixels cut off the top left (a fraction of one
+    // shrunk pixel).
+    let (cx, cy) = match draw {
+        Some(d) if s < 1.0 => {
+            let cut = |phase: f32, len: u32| ((phase / s).floor() as u32).min(len.saturating_sub(1));
+            (cut(d.phase.0, img.width()), cut(d.phase.1, img.height()))
+        }
+        _ => (0, 0),
+    };
+    let cropped;
+    let src = if (cx, cy) == (0, 0) {
+        img
+    } else {
+        cropped = image::imageops::crop_imm(img, cx, cy, img.width() - cx, img.height() - cy).to_image();
+        &cropped
+    };
+    let (w, h) = src.dimensions();
     let (sw, sh) = (((w as f32 * s).round() as u32).max(1), ((h as f32 * s).round() as u32).max(1));
-    // image's resize widens its filter by the shrink ratio: an antialiased downsample.
-    let shrunk = if s < 1.0 { image::imageops::resize(img, sw, sh, FilterType::Triangle) } else { img.clone() };
+    let shrunk = match draw {
+        // image's resize widens its filter by the shrink ratio: an antialiased downsample.
+        None if s < 1.0 => image::imageops::resize(src, sw, sh, FilterType::Triangle),
+        None => src.clone(),
+        Some(d) => d.shrink(src, sw, sh, s, false),
+    };
     let (cw, ch) = (sw.max(MIN_CANVAS), sh.max(MIN_CANVAS));
     let (ox, oy) = ((cw - sw) / 2, (ch - sh) / 2);
     let mut canvas = RgbImage::new(cw, ch);
     image::imageops::replace(&mut canvas, &shrunk, ox as i64, oy as i64);
-    // Where the labelled face should be in the canvas: scaled by s, then offset.
-    let to_canvas =
-        |p: Point| Point::new(p.x * (sw as f32 / w as f32) + ox as f32, p.y * (sh as f32 / h as f32) + oy as f32);
+    if let Some(d) = draw {
+        canvas = d.sensor(canvas);
+    }
+    // Where the labelled face should be in the canvas: cut, scaled by s, then offset.
+    let to_canvas = |p: Point| {
+        Point::new(
+            (p.x - cx as f32) * (sw as f32 / w as f32) + ox as f32,
+            (p.y - cy as f32) * (sh as f32 / h as f32) + oy as f32,
+        )
+    };
     let tl = to_canvas(Point::new(face.rect.x, face.rect.y));
     let expected =
         Rect { x: tl.x, y: tl.y, w: face.rect.w * sw as f32 / w as f32, h: face.rect.h * sh as f32 / h as f32 };
     let faces = rec.detector().detect(&canvas)?;
-    let best = faces
+    let detected = faces
         .iter()
         .map(|f| (f.rect.iou(&expected), f))
         .filter(|(iou, _)| *iou >= 0.3)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, f)| *f);
-    let (found, landmarks) = match best {
-        Some(f) => (true, f.landmarks),
-        None => (false, face.landmarks.map(to_canvas)),
-    };
-    let al = Alignment::from_landmarks(&landmarks).ok_or(RecognizeError::Degenerate)?;
-    Ok((found, (canvas, al)))
+    let face = detected.unwrap_or(Face { rect: expected, score: 0.0, landmarks: face.landmarks.map(to_canvas) });
+    let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(RecognizeError::Degenerate)?;
+    Ok(Shrunk { canvas, detected, face, alignment })
 }
 
 /// The mean landmarks and box of the detected faces, relative to their image size: where the
@@ -232,6 +273,7 @@ pub fn fallback_face(mean: &(Landmarks, Rect), w: u32, h: u32) -> LabelledFace {
     LabelledFace {
         landmarks: mean.0.map(|p| Point::new(p.x * wf, p.y * hf)),
         rect: Rect { x: mean.1.x * wf, y: mean.1.y * hf, w: mean.1.w * wf, h: mean.1.h * hf },
+        score: 0.0,
         detected: false,
     }
 }
@@ -259,6 +301,7 @@ mod tests {
         let f = LabelledFace {
             landmarks: [Point::new(50.0, 100.0); 5],
             rect: Rect { x: 10.0, y: 20.0, w: 100.0, h: 100.0 },
+            score: 0.9,
             detected: true,
         };
         let mean = mean_face(&[(f, 200, 200), (f, 100, 100)]).unwrap();

@@ -327,3 +327,23 @@ fn a_score_wavering_at_the_threshold_is_one_decision_not_a_flurry_of_updates() {
     // Without the margin every crossing was an update (what the 640x480 bench video showed).
     assert!(wavering(0.0).len() >= 8, "{:?}", wavering(0.0));
 }
+
+#[test]
+fn fusing_identical_shots_gives_that_shot() {
+    let e = unit(4, 0.3);
+    let fused = fuse([(0.9, e.as_slice()), (0.1, e.as_slice()), (0.0, e.as_slice())]).unwrap();
+    assert!(fused.iter().zip(&e).all(|(a, b)| (a - b).abs() < 1e-6));
+}
+
+#[test]
+fn fusion_weighs_shots_by_quality_and_never_ignores_one() {
+    let (a, b) = (unit(0, 0.0), unit(1, 0.0));
+    let f = fuse([(0.9, a.as_slice()), (0.3, b.as_slice())]).unwrap();
+    // Weights 0.9 and 0.3, re-normalised: the direction (3, 1) / sqrt(10).
+    assert!((f[0] - 3.0 / 10f32.sqrt()).abs() < 1e-6 && (f[1] - 1.0 / 10f32.sqrt()).abs() < 1e-6, "{:?}", &f[..2]);
+    // A zero (or NaN) quality still weighs 1e-3.
+    let f = fuse([(0.0, a.as_slice()), (f32::NAN, b.as_slice())]).unwrap();
+    assert!((f[0] - f[1]).abs() < 1e-6 && f[0] > 0.7);
+    assert!(fuse(std::iter::empty()).is_none());
+    assert!(fuse([(0.5, vec![0.0; EMBEDDING_DIM].as_slice())]).is_none());
+}

@@ -5,6 +5,7 @@
 mod bad_input;
 mod common;
 mod eval_cli;
+mod eval_fusion;
 mod export;
 mod faults;
 mod fuzz_corpus;
