@@ -17,7 +17,6 @@ F(p) and F(n) come from real images only, embedded once by prepare.py.
 import argparse
 import csv
 import json
-import os
 import random
 import signal
 import time
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ftlgan import REPO, Discriminator, Generator, degrade, downsample, load_recogniser, to_tensor, upscale
+from runs import atomic_save, lr_at, rng_state, set_rng_state
 
 WORK = REPO / "models" / "ftlgan" / "work"
 # The generator trained here (the teacher); distil.py makes smaller ones. Checkpoints record it.
@@ -143,18 +143,6 @@ def plot(log_path: Path, png: Path):
 RUNTIME_ONLY = {"resume", "stop_at_step", "max_minutes", "out", "threads", "smoke"}
 
 
-def lr_at(step: int, p: dict) -> float:
-    """Warm-up, flat, then cosine to zero over the last `decay_frac` of `steps`: a pure function
-    of the step, so a resumed run follows the same schedule; a checkpoint taken on the flat part
-    can still be decayed by a short branch run."""
-    if step < p["warmup"]:
-        return p["lr"] * (step + 1) / p["warmup"]
-    start = int(p["steps"] * (1 - p["decay_frac"]))
-    if step < start:
-        return p["lr"]
-    t = min(1.0, (step - start) / max(1, p["steps"] - start))
-    return p["lr"] * 0.5 * (1 + float(np.cos(np.pi * t)))
-
 
 class StepBatches:
     """Batch `step` as a pure function of (seed, step): the face order is a seeded permutation per
@@ -192,20 +180,7 @@ class StepBatches:
         return torch.stack(lrs), torch.stack(hrs), torch.tensor(gidx), torch.tensor(flips), pos
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
-
-def set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_generator_weights(path: Path) -> dict:
@@ -300,6 +275,8 @@ def main():
         if ckpt_path.exists() and not args.smoke:
             raise SystemExit(f"{ckpt_path} exists: use --resume, or another --out")
         p = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in RUNTIME_ONLY}
+        # kept relative to the repository, so a committed run resumes from another clone
+        p["work"] = str(args.work.resolve().relative_to(REPO)) if args.work.resolve().is_relative_to(REPO) else p["work"]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -308,7 +285,7 @@ def main():
     torch.manual_seed(p["seed"])
     dev = torch.device(p["device"])
 
-    work = Path(p["work"])  # a resumed run reads the data it started with
+    work = REPO / p["work"]  # a resumed run reads the data it started with (REPO / an absolute path is that path)
     bank = np.load(work / "bank.npz")
     files, identities = bank["files"], bank["identities"]
     emb = np.stack([bank["emb"], bank["emb_flip"]], 1)  # [N, 2, 128]: original, mirrored

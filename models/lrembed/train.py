@@ -41,6 +41,7 @@ from PIL import Image
 
 from common import (ARCHS, FTLGAN_WORK, HERE, Student, assert_training_identities, degrade, eval_downsample,
                     jitter, load_sface_teacher, split, to_tensor, upscale)
+from runs import atomic_save, lr_at, rng_state, set_rng_state  # noqa: E402  (models/ftlgan, on the path via common)
 
 VAL_SIZES = (10, 14, 20)  # clean crop-mode probes; "14j": 14 px with fixed alignment jitter
 FIELDS = ["step", "wall_s", "cpu_s", "faces", "lr", "loss", "cos", "con", "train_cos_14"] + [
@@ -84,17 +85,6 @@ def parse_args(argv=None):
 
 RUNTIME_ONLY = {"resume", "plot", "stop_at_step", "max_minutes", "pidfile", "out"}
 
-
-def lr_at(step: int, p: dict) -> float:
-    """Warm-up, flat, then cosine to zero over the last decay_frac of the schedule (a checkpoint
-    taken on the flat part can still be decayed by a short branch run)."""
-    if step < p["warmup"]:
-        return p["lr"] * (step + 1) / p["warmup"]
-    start = int(p["steps"] * (1 - p["decay_frac"]))
-    if step < start:
-        return p["lr"]
-    t = min(1.0, (step - start) / max(1, p["steps"] - start))
-    return p["lr"] * 0.5 * (1 + np.cos(np.pi * t))
 
 
 class Batches:
@@ -184,20 +174,7 @@ class Validator:
         return out
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
-
-def set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def plot(run: Path) -> None:

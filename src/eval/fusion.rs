@@ -13,7 +13,10 @@
 use super::degrade::{seed_of, Draw, Rng, DESCRIPTION};
 use super::metrics::ScoredPair;
 use super::probe::{self, LabelledFace};
-use super::{locate, pairs, parallel, score_row, EvalError, EvalRestore, ImageRef, Mode, Pair, Row, SHIPPED};
+use super::{
+    first_pairs_per_fold, locate_all, pairs, parallel, score_row, EvalError, EvalRestore, ImageRef, Mode, Pair, Row,
+    SHIPPED,
+};
 use crate::embed::{cosine, EmbedderKind, Embedding};
 use crate::recognize::{RecognizeError, Recognizer};
 use crate::source::images;
@@ -160,18 +163,8 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
         return Err(EvalError::NoDataset(opts.dataset.clone()));
     }
     let k = opts.frames.max(1);
-    let mut selected = pairs::select(pairs::read(&opts.pairs)?, &opts.folds)?;
-    if let Some(n) = opts.max_pairs_per_fold {
-        let mut seen: HashMap<(usize, bool), usize> = HashMap::new();
-        selected.retain(|p| {
-            let c = seen.entry((p.fold, p.genuine)).or_default();
-            *c += 1;
-            *c <= n
-        });
-    }
-    if selected.is_empty() {
-        return Err(EvalError::NoPairs);
-    }
+    let selected =
+        first_pairs_per_fold(pairs::select(pairs::read(&opts.pairs)?, &opts.folds)?, opts.max_pairs_per_fold)?;
     // The photos of each person among the images of the selected folds (all their pairs, even
     // when --max-pairs-per-fold keeps only some: those images are the folds' all the same).
     let all_pairs = pairs::select(pairs::read(&opts.pairs)?, &opts.folds)?;
@@ -187,11 +180,7 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
     let probes: BTreeSet<ImageRef> = tracks.iter().flatten().cloned().collect();
     let images: Vec<ImageRef> = references.union(&probes).cloned().collect();
 
-    let located =
-        parallel(opts.threads, opts.progress, "locating faces", &images, |img| locate(rec, &img.path(&opts.dataset)))?;
-    let found: Vec<(LabelledFace, u32, u32)> =
-        located.values().filter_map(|r| r.as_ref().ok()).filter(|(f, _, _)| f.detected).copied().collect();
-    let mean = probe::mean_face(&found).ok_or(EvalError::NothingDetected(images.len()))?;
+    let (located, mean) = locate_all(rec, &opts.dataset, opts.threads, opts.progress, &images)?;
 
     let results = parallel(opts.threads, opts.progress, "embedding", &images, |img| {
         let (face, w, h) = match located.get(img) {

@@ -18,6 +18,7 @@ pub use pairs::{parse as parse_pairs, parse_folds, read as read_pairs, ImageRef,
 pub use probe::pick_centre_face;
 
 use crate::embed::{Embedder, EmbedderKind};
+use crate::geometry::{Landmarks, Rect};
 use crate::model::ModelError;
 use crate::recognize::{RecognizeError, Recognizer};
 use crate::restore::{RestoreKind, Restorer};
@@ -213,28 +214,13 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
     } else {
         opts.folds.clone()
     };
-    let mut selected = pairs::select(all, &folds)?;
-    if let Some(n) = opts.max_pairs_per_fold {
-        let mut seen: HashMap<(usize, bool), usize> = HashMap::new();
-        selected.retain(|p| {
-            let c = seen.entry((p.fold, p.genuine)).or_default();
-            *c += 1;
-            *c <= n
-        });
-    }
-    if selected.is_empty() {
-        return Err(EvalError::NoPairs);
-    }
+    let selected = first_pairs_per_fold(pairs::select(all, &folds)?, opts.max_pairs_per_fold)?;
     let probes: BTreeSet<ImageRef> = selected.iter().map(|p| p.first.clone()).collect();
     let references: BTreeSet<ImageRef> = selected.iter().map(|p| p.second.clone()).collect();
     let images: Vec<ImageRef> = probes.union(&references).cloned().collect();
 
     // Pass 1: find the labelled face of every image at full resolution.
-    let located =
-        parallel(opts.threads, opts.progress, "locating faces", &images, |img| locate(rec, &img.path(&opts.dataset)))?;
-    let found: Vec<(LabelledFace, u32, u32)> =
-        located.values().filter_map(|r| r.as_ref().ok()).filter(|(f, _, _)| f.detected).copied().collect();
-    let mean = probe::mean_face(&found).ok_or(EvalError::NothingDetected(images.len()))?;
+    let (located, mean) = locate_all(rec, &opts.dataset, opts.threads, opts.progress, &images)?;
     let full_resolution_misses = located.values().filter(|r| matches!(r, Ok((f, _, _)) if !f.detected)).count();
 
     // Pass 2: embed references and probe variants.
@@ -372,6 +358,42 @@ fn score_row(
         probe_images: probes,
         roc,
     }
+}
+
+/// The first `max` genuine and `max` impostor pairs of each fold (all of them without a limit);
+/// none left is an error.
+fn first_pairs_per_fold(mut selected: Vec<Pair>, max: Option<usize>) -> Result<Vec<Pair>, EvalError> {
+    if let Some(n) = max {
+        let mut seen: HashMap<(usize, bool), usize> = HashMap::new();
+        selected.retain(|p| {
+            let c = seen.entry((p.fold, p.genuine)).or_default();
+            *c += 1;
+            *c <= n
+        });
+    }
+    if selected.is_empty() {
+        return Err(EvalError::NoPairs);
+    }
+    Ok(selected)
+}
+
+/// Each image's labelled face and size, or why it could not be read.
+type Located = HashMap<ImageRef, Result<(LabelledFace, u32, u32), String>>;
+
+/// Every image's labelled face at full resolution ([`locate`], in parallel), and the dataset's
+/// mean face (where a face the detector misses is taken to be).
+fn locate_all(
+    rec: &Recognizer,
+    dataset: &Path,
+    threads: usize,
+    progress: bool,
+    images: &[ImageRef],
+) -> Result<(Located, (Landmarks, Rect)), EvalError> {
+    let located = parallel(threads, progress, "locating faces", images, |img| locate(rec, &img.path(dataset)))?;
+    let found: Vec<(LabelledFace, u32, u32)> =
+        located.values().filter_map(|r| r.as_ref().ok()).filter(|(f, _, _)| f.detected).copied().collect();
+    let mean = probe::mean_face(&found).ok_or(EvalError::NothingDetected(images.len()))?;
+    Ok((located, mean))
 }
 
 /// Loads an image and finds its labelled face; returns the face (or a not-detected marker) and
