@@ -14,8 +14,8 @@ use super::degrade::{seed_of, Draw, Rng, DESCRIPTION};
 use super::metrics::ScoredPair;
 use super::probe::{self, LabelledFace};
 use super::{
-    first_pairs_per_fold, locate_all, pairs, parallel, score_row, EvalError, EvalRestore, ImageRef, Mode, Pair, Row,
-    SHIPPED,
+    first_pairs_per_fold, locate_all, pairs, parallel, score_row, usable, EvalError, EvalRestore, ImageRef, Mode, Pair,
+    Row, SHIPPED,
 };
 use crate::embed::{cosine, EmbedderKind, Embedding};
 use crate::recognize::{RecognizeError, Recognizer};
@@ -194,15 +194,7 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
         compute(rec, &frame, &face, img, references.contains(img), modes, opts)
             .map_err(|e| format!("{}: {}", img.path(&opts.dataset).display(), crate::error_chain(&e)))
     })?;
-    let failed: Vec<&String> = results.values().filter_map(|r| r.as_ref().err()).collect();
-    if failed.len() * 100 > images.len() {
-        return Err(EvalError::TooManyFailures { failed: failed.len(), total: images.len(), first: failed[0].clone() });
-    }
-    for e in &failed {
-        log::warn!("skipped: {e}");
-    }
-    let ok: HashMap<&ImageRef, &Computed> =
-        results.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k, v))).collect();
+    let ok: HashMap<&ImageRef, &Computed> = usable(&results)?;
 
     // Pairs kept: reference and the pair's own second image usable; other frames that failed
     // are left out of their track.

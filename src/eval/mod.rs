@@ -238,15 +238,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
             .map_err(|e: RecognizeError| format!("{}: {}", img.path(&opts.dataset).display(), crate::error_chain(&e)))
     })?;
 
-    let failed: Vec<&String> = results.values().filter_map(|r| r.as_ref().err()).collect();
-    if failed.len() * 100 > images.len() {
-        return Err(EvalError::TooManyFailures { failed: failed.len(), total: images.len(), first: failed[0].clone() });
-    }
-    for e in &failed {
-        log::warn!("skipped: {e}");
-    }
-    let ok: HashMap<&ImageRef, &ImageResult> =
-        results.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k, v))).collect();
+    let ok: HashMap<&ImageRef, &ImageResult> = usable(&results)?;
     let pairs_skipped = selected.iter().filter(|p| !ok.contains_key(&p.first) || !ok.contains_key(&p.second)).count();
 
     let mut rows = Vec::new();
@@ -375,6 +367,23 @@ fn first_pairs_per_fold(mut selected: Vec<Pair>, max: Option<usize>) -> Result<V
         return Err(EvalError::NoPairs);
     }
     Ok(selected)
+}
+
+/// The images whose work succeeded; each failure is logged and skipped, unless more than 1% of
+/// the images failed (then something is wrong with the dataset or the models, not one image).
+fn usable<T>(results: &HashMap<ImageRef, Result<T, String>>) -> Result<HashMap<&ImageRef, &T>, EvalError> {
+    let failed: Vec<&String> = results.values().filter_map(|r| r.as_ref().err()).collect();
+    if failed.len() * 100 > results.len() {
+        return Err(EvalError::TooManyFailures {
+            failed: failed.len(),
+            total: results.len(),
+            first: failed[0].clone(),
+        });
+    }
+    for e in &failed {
+        log::warn!("skipped: {e}");
+    }
+    Ok(results.iter().filter_map(|(k, v)| v.as_ref().ok().map(|v| (k, v))).collect())
 }
 
 /// Each image's labelled face and size, or why it could not be read.
