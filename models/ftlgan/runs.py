@@ -41,3 +41,27 @@ def atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def stop_on_signals() -> dict:
+    """SIGTERM/SIGINT set `stop["now"]` instead of killing the run: the training loop checkpoints
+    at the end of the step and exits (as systemd or a person stopping it would want)."""
+    import signal
+
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):
+        stop["now"] = True
+        print(f"signal {signum}: checkpointing at the end of this step", flush=True)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def run_clock(wall0: float, cpu0: float):
+    """Cumulative (wall, CPU) seconds of a run across its resumptions."""
+    import time
+
+    t_start, c_start = time.time(), time.process_time()
+    return lambda: (wall0 + time.time() - t_start, cpu0 + time.process_time() - c_start)

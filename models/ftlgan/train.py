@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ftlgan import REPO, Discriminator, Generator, degrade, downsample, load_recogniser, to_tensor, upscale
-from runs import atomic_save, lr_at, rng_state, set_rng_state
+from runs import atomic_save, lr_at, rng_state, run_clock, set_rng_state, stop_on_signals
 
 WORK = REPO / "models" / "ftlgan" / "work"
 # The generator trained here (the teacher); distil.py makes smaller ones. Checkpoints record it.
@@ -345,16 +344,9 @@ def main():
     log.writerows(rows)
     log_file.flush()
 
-    stop = {"now": False}
-
-    def on_signal(signum, _frame):
-        stop["now"] = True
-        print(f"signal {signum}: checkpointing at the end of this step", flush=True)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    t_start, c_start = time.time(), time.process_time()
-    clock = lambda: (wall0 + time.time() - t_start, cpu0 + time.process_time() - c_start)  # noqa: E731
+    stop = stop_on_signals()
+    clock = run_clock(wall0, cpu0)
+    t_start = time.time()  # --max-minutes counts this process's time
 
     def checkpoint():
         wall, cpu = clock()

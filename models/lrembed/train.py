@@ -29,7 +29,6 @@ import csv
 import json
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from PIL import Image
 
 from common import (ARCHS, FTLGAN_WORK, HERE, Student, assert_training_identities, degrade, eval_downsample,
                     jitter, load_sface_teacher, split, to_tensor, upscale)
-from runs import atomic_save, lr_at, rng_state, set_rng_state  # noqa: E402  (models/ftlgan, on the path via common)
+from runs import atomic_save, lr_at, rng_state, run_clock, set_rng_state, stop_on_signals  # noqa: E402  (models/ftlgan, on the path via common)
 
 VAL_SIZES = (10, 14, 20)  # clean crop-mode probes; "14j": 14 px with fixed alignment jitter
 FIELDS = ["step", "wall_s", "cpu_s", "faces", "lr", "loss", "cos", "con", "train_cos_14"] + [
@@ -302,17 +301,10 @@ def main(argv=None):
     log_file = open(log_path, "a", newline="")
     log = csv.DictWriter(log_file, fieldnames=FIELDS)
 
-    stop = {"now": False}
+    stop = stop_on_signals()
 
-    def on_signal(signum, _frame):
-        stop["now"] = True
-        print(f"signal {signum}: checkpointing at the end of this step", flush=True)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    t_start, c_start = time.time(), time.process_time()
-    clock = lambda: (wall0 + time.time() - t_start, cpu0 + time.process_time() - c_start)  # noqa: E731
+    clock = run_clock(wall0, cpu0)
+    t_start = time.time()  # --max-minutes counts this process's time
 
     def checkpoint():
         wall, cpu = clock()
