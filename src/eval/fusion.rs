@@ -14,12 +14,11 @@ use super::degrade::{seed_of, Draw, Rng, DESCRIPTION};
 use super::metrics::ScoredPair;
 use super::probe::{self, LabelledFace};
 use super::{
-    first_pairs_per_fold, locate_all, pairs, parallel, score_row, usable, EvalError, EvalRestore, ImageRef, Mode, Pair,
-    Row, SHIPPED,
+    face_and_frame, first_pairs_per_fold, locate_all, pairs, parallel, score_row, usable, EvalError, EvalRestore,
+    ImageRef, Mode, Pair, Row, SHIPPED,
 };
 use crate::embed::{cosine, EmbedderKind, Embedding};
 use crate::recognize::{RecognizeError, Recognizer};
-use crate::source::images;
 use crate::track::{fuse, quality};
 use image::RgbImage;
 use serde::Serialize;
@@ -183,13 +182,7 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
     let (located, mean) = locate_all(rec, &opts.dataset, opts.threads, opts.progress, &images)?;
 
     let results = parallel(opts.threads, opts.progress, "embedding", &images, |img| {
-        let (face, w, h) = match located.get(img) {
-            Some(Ok(l)) => *l,
-            Some(Err(e)) => return Err(e.clone()),
-            None => return Err("not located".to_owned()),
-        };
-        let face = if face.detected { face } else { probe::fallback_face(&mean, w, h) };
-        let frame = images::load(&img.path(&opts.dataset), &Default::default()).map_err(|e| crate::error_chain(&e))?;
+        let (face, frame) = face_and_frame(&located, &mean, img, &opts.dataset)?;
         let modes: &[Mode] = if probes.contains(img) { &opts.modes } else { &[] };
         compute(rec, &frame, &face, img, references.contains(img), modes, opts)
             .map_err(|e| format!("{}: {}", img.path(&opts.dataset).display(), crate::error_chain(&e)))

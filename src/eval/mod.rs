@@ -226,13 +226,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
     // Pass 2: embed references and probe variants.
     let variants: Vec<(Mode, u32)> = opts.modes.iter().flat_map(|&m| opts.sizes.iter().map(move |&s| (m, s))).collect();
     let results = parallel(opts.threads, opts.progress, "embedding", &images, |img| {
-        let (face, w, h) = match located.get(img) {
-            Some(Ok(l)) => *l,
-            Some(Err(e)) => return Err(e.clone()),
-            None => return Err("not located".to_owned()),
-        };
-        let face = if face.detected { face } else { probe::fallback_face(&mean, w, h) };
-        let frame = images::load(&img.path(&opts.dataset), &Default::default()).map_err(|e| crate::error_chain(&e))?;
+        let (face, frame) = face_and_frame(&located, &mean, img, &opts.dataset)?;
         let probe_variants: &[(Mode, u32)] = if probes.contains(img) { &variants } else { &[] };
         probe::process(rec, &frame, &face, references.contains(img), probe_variants, &restorers, &embedders, shipped)
             .map_err(|e: RecognizeError| format!("{}: {}", img.path(&opts.dataset).display(), crate::error_chain(&e)))
@@ -403,6 +397,24 @@ fn locate_all(
         located.values().filter_map(|r| r.as_ref().ok()).filter(|(f, _, _)| f.detected).copied().collect();
     let mean = probe::mean_face(&found).ok_or(EvalError::NothingDetected(images.len()))?;
     Ok((located, mean))
+}
+
+/// An image located by [`locate_all`], loaded, with its labelled face (the mean face's position
+/// when the detector missed it).
+fn face_and_frame(
+    located: &Located,
+    mean: &(Landmarks, Rect),
+    img: &ImageRef,
+    dataset: &Path,
+) -> Result<(LabelledFace, image::RgbImage), String> {
+    let (face, w, h) = match located.get(img) {
+        Some(Ok(l)) => *l,
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err("not located".to_owned()),
+    };
+    let face = if face.detected { face } else { probe::fallback_face(mean, w, h) };
+    let frame = images::load(&img.path(dataset), &Default::default()).map_err(|e| crate::error_chain(&e))?;
+    Ok((face, frame))
 }
 
 /// Loads an image and finds its labelled face; returns the face (or a not-detected marker) and
