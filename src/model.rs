@@ -2,7 +2,8 @@
 //! optimising (tract optimises far better with concrete dimensions), and runs the plan.
 //! A [`ModelFile`] is parsed once and can make plans for several input shapes (the detector sees
 //! frames of different sizes); a [`Plan`] is shared between threads (`Arc`), each `run` gets its
-//! own scratch state. Keeping tract behind this file means a tract upgrade touches one file.
+//! own scratch state. Keeping tract behind this module (this file and `model/depthwise.rs`) means
+//! a tract upgrade touches nothing else.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
