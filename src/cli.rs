@@ -115,8 +115,8 @@ pub enum Command {
         /// Folds to evaluate, e.g. 6-10 (default: every fold in the pairs file).
         #[arg(long)]
         folds: Option<String>,
-        /// Probe face sizes in pixels.
-        #[arg(long, value_delimiter = ',', default_value = "7,14,28,56,112")]
+        /// Probe face sizes in pixels, 2-112 (112: full resolution).
+        #[arg(long, value_delimiter = ',', default_value = "7,14,28,56,112", value_parser = probe_size())]
         sizes: Vec<u32>,
         /// Restorers to compare; `shipped` is what `farsight run` does with the config (restore
         /// policy and small-face path together; its rows say "restore": "shipped").
@@ -155,8 +155,8 @@ pub enum Command {
         /// Folds measured; the tracks' photos come from these folds' images.
         #[arg(long, default_value = "6-10")]
         folds: String,
-        /// Probe face size in pixels.
-        #[arg(long, default_value_t = 14)]
+        /// Probe face size in pixels, 2-112.
+        #[arg(long, default_value_t = 14, value_parser = probe_size())]
         size: u32,
         /// crop: degrade the aligned face; frame: shrink the whole image and detect (comma-separated).
         #[arg(long = "mode", value_delimiter = ',', default_value = "crop,frame")]
@@ -202,7 +202,7 @@ pub enum Command {
         folds: String,
         /// Probe sizes in aligned pixels (112: full resolution; smaller: downsampled, then the
         /// small-face path).
-        #[arg(long, value_delimiter = ',', default_value = "112,24")]
+        #[arg(long, value_delimiter = ',', default_value = "112,24", value_parser = probe_size())]
         sizes: Vec<u32>,
         /// False-accept rates to calibrate at (the clustering is measured at each).
         #[arg(long, value_delimiter = ',', default_value = "1e-3,1e-4")]
@@ -285,4 +285,10 @@ pub enum GalleryAction {
     Remove { name: String },
     /// Rename an identity.
     Rename { from: String, to: String },
+}
+
+/// A probe size the evaluations can make: 2 to 112 aligned pixels (a 0 px probe used to panic
+/// deep in the resampler).
+fn probe_size() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(2..=112)
 }

@@ -147,3 +147,22 @@ fn eval_crosses_embedders_and_shipped_follows_the_config_small_face_path() {
     }
     assert!(report["small_face_path"].as_str().unwrap().starts_with("lrembed below 28"), "{report}");
 }
+
+#[test]
+fn a_probe_size_of_zero_is_refused_not_a_panic() {
+    let d = datasets();
+    let (lfw, pairs) = (d.join("lfw"), d.join("lfw-pairs.txt"));
+    for args in [
+        vec!["eval", "--sizes", "14,0"],
+        vec!["eval", "--sizes", "113"],
+        vec!["eval-fusion", "--size", "0"],
+        vec!["eval-visitors", "--sizes", "0"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--dataset", lfw.to_str().unwrap(), "--pairs", pairs.to_str().unwrap()]);
+        let out = farsight(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not in 2..=112") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
