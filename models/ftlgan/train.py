@@ -307,6 +307,8 @@ def main():
     arch = {"ch": p["ch"], "blocks": p["blocks"], "head_k": p["head_k"]}
     G, D = Generator(**arch, tail_std=p["tail_std"]).to(dev), Discriminator().to(dev)
     if p.get("init") and not args.resume:
+        if not Path(p["init"]).is_file():
+            raise SystemExit(f"--init {p['init']}: no such file (a generator .pt checkpoint or an exported .onnx)")
         grow_from(G, load_generator_weights(Path(p["init"])))
     # channels_last: ~15% faster SFace forward+backward on CPU (oneDNN), same arithmetic
     Fr = load_recogniser().to(dev, memory_format=torch.channels_last)
