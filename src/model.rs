@@ -2,8 +2,8 @@
 //! optimising (tract optimises far better with concrete dimensions), and runs the plan.
 //! A [`ModelFile`] is parsed once and can make plans for several input shapes (the detector sees
 //! frames of different sizes); a [`Plan`] is shared between threads (`Arc`), each `run` gets its
-//! own scratch state. Keeping tract behind this module (this file and `model/depthwise.rs`) means
-//! a tract upgrade touches nothing else.
+//! own scratch state. Keeping tract behind this module (this file, `model/depthwise.rs` and
+//! `model/gemv.rs`) means a tract upgrade touches nothing else.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -106,17 +106,28 @@ impl ModelFile {
 
     /// Optimises the model for one f32 input of the given shape (NCHW for every model we ship).
     pub fn plan(&self, shape: &[usize]) -> Result<Plan, ModelError> {
-        Self::plan_model(self.model.clone(), &self.path, shape)
+        Self::plan_model(self.model.clone(), &self.path, shape, Precision::Shipped)
+    }
+
+    /// [`ModelFile::plan`] with every layer in f32 as the file has it (no int8 rows, see
+    /// [`Precision`]): what the golden tests hold to onnxruntime at float rounding.
+    pub fn plan_exact(&self, shape: &[usize]) -> Result<Plan, ModelError> {
+        Self::plan_model(self.model.clone(), &self.path, shape, Precision::Exact)
     }
 
     /// [`ModelFile::plan`] for a role that needs one shape only: the parsed model is handed to
     /// the optimiser instead of cloned, so its weights are not kept alive beside the copies the
     /// optimiser makes (SFace's peak while planning: 121 -> 83 MiB of heap).
     pub fn into_plan(self, shape: &[usize]) -> Result<Plan, ModelError> {
-        Self::plan_model(self.model, &self.path, shape)
+        Self::plan_model(self.model, &self.path, shape, Precision::Shipped)
     }
 
-    fn plan_model(model: InferenceModel, path: &Path, shape: &[usize]) -> Result<Plan, ModelError> {
+    fn plan_model(
+        model: InferenceModel,
+        path: &Path,
+        shape: &[usize],
+        precision: Precision,
+    ) -> Result<Plan, ModelError> {
         let shape_err =
             |e: TractError| ModelError::Shape { path: path.to_owned(), shape: shape.to_vec(), source: e.into() };
         let runnable = model
@@ -125,6 +136,9 @@ impl ModelFile {
             .and_then(|m| m.into_decluttered())
             .and_then(|mut m| {
                 depthwise::replace(&mut m)?;
+                if precision == Precision::Shipped {
+                    gemv::replace(&mut m)?;
+                }
                 m.into_optimized()
             })
             .and_then(|m| m.into_runnable())
@@ -251,6 +265,19 @@ fn onnx() -> tract_onnx::Onnx {
     onnx.op_register.insert("PRelu", |_, _| Ok((tract_onnx::tract_hir::internal::expand(prelu::Prelu), vec![])));
     onnx
 }
+
+/// How a plan keeps its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    /// The embedders' last layer (6.4 M weights each) as int8 rows ([`gemv`]): 19 MB less
+    /// per embedder, cosine to the exact embedding >= 0.99998.
+    Shipped,
+    /// Every weight f32, as in the file.
+    Exact,
+}
+
+/// The embedders' large last layer kept as int8 rows (see the module).
+mod gemv;
 
 /// Our depthwise 3x3 convolution and 2x2 max pool, which [`ModelFile::plan`] puts in place of
 /// tract's (see the module).
