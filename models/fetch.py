@@ -200,8 +200,8 @@ def ensure(m):
 # Our own models: trained by the steps in models/ftlgan/ and models/lrembed/ (see MODELS.md) and committed, not
 # fetched. fetch.py only verifies them.
 TRAINED = [
-    {"out": "ftlgan.onnx", "sha256": "0744644ab220e3b728fe7d50a9be885b417e86763b6aaefa4b005de0a1248ca4"},
-    {"out": "ftlgan-fp32.onnx", "sha256": "3006fd3922e9a24c1722d02f68c4522ef33787f78dbbb5cca0cdefea557cfcc2"},
+    {"out": "ftlgan.onnx", "sha256": "ad04bab33d567a8a641d396840fc7ae9f9bdb81ce8fa3073ee1323d310b58371"},
+    {"out": "ftlgan-fp32.onnx", "sha256": "5571ed3fd7124690b3beab749debd17300cdfb25066dd5ff5f96912046a3dce0"},
     {"out": "lrembed.onnx", "sha256": "3f64fb6855f79183154dfb31778023f60190c3803b6d18a32a50ce55fb351dc8"},
 ]
 

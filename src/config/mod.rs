@@ -121,12 +121,13 @@ pub struct RestoreConfig {
 }
 
 impl Default for RestoreConfig {
-    /// FTLGAN where it beats bicubic on LFW folds 6-10 in both evaluation modes (aligned crops
-    /// under ~32 px: +3.3% d' at 14 px crop, +0.9% at a 14 px face box, ~19 aligned px), bicubic
-    /// above, where FTLGAN's gain is within ±0.3% and would cost ~4 ms a face
-    /// (models/MODELS.md, "ftlgan").
+    /// FTLGAN where it beats bicubic on LFW folds 6-10 (aligned crops under 28 px: +11.4% d' at
+    /// 14 px), bicubic from 28 px, where FTLGAN no longer gains (-0.25% d' at 28 px) and would
+    /// cost ~4 ms a face (models/MODELS.md, "ftlgan"). With the small-face path on (the default,
+    /// `embed.small_face_below_px = 28`) every face under 28 px takes that path instead, so
+    /// FTLGAN restores faces only where that path is turned off.
     fn default() -> Self {
-        Self { method: RestoreKind::Ftlgan, below_px: 32.0, fallback: RestoreKind::Bicubic }
+        Self { method: RestoreKind::Ftlgan, below_px: 28.0, fallback: RestoreKind::Bicubic }
     }
 }
 
