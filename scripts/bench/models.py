@@ -73,11 +73,12 @@ def ftlgan_input():
 
 
 # name, file farsight loads, reference file for onnxruntime, input maker, abs tolerance on outputs.
-# Tolerances: float reassociation only (raw SFace outputs have norm ~10, detector maps are 0..1
-# probabilities and small regressions).
+# Tolerances: float reassociation only (detector maps are 0..1 probabilities and small
+# regressions), except SFace: farsight keeps its 128x50176 last layer as int8 rows
+# (src/model/gemv.rs), which moves raw outputs of norm ~10 by up to ~1e-2 (cosine >= 0.99998).
 def cases(models):
     c = [
-        ("sface", "sface.onnx", "sface.onnx", sface_input, 1e-3),
+        ("sface", "sface.onnx", "sface.onnx", sface_input, 3e-2),
         ("centerface-640x480", "centerface.onnx", "centerface.onnx", lambda: rgb(640, 480), 1e-3),
         ("retinaface-640x480", "retinaface-mnet025.onnx", "retinaface-mnet025.onnx", lambda: bgr_mean(640, 480), 1e-3),
         ("yunet-640x480", "yunet.onnx", "yunet.onnx", lambda: bgr(640, 480), 1e-3),
