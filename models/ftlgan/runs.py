@@ -65,3 +65,12 @@ def run_clock(wall0: float, cpu0: float):
 
     t_start, c_start = time.time(), time.process_time()
     return lambda: (wall0 + time.time() - t_start, cpu0 + time.process_time() - c_start)
+
+
+def run_done(step: int, steps: int, stop: dict, stop_at_step, max_minutes, t_start: float) -> bool:
+    """Whether the training loop ends after `step`: the schedule's last step, a signal
+    (`stop_on_signals`), `--stop-at-step`, or `--max-minutes` of wall time since `t_start`."""
+    import time
+
+    return step == steps or stop["now"] or step == stop_at_step or bool(
+        max_minutes and time.time() - t_start > max_minutes * 60)

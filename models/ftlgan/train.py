@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from ftlgan import REPO, Discriminator, Generator, degrade, downsample, load_recogniser, to_tensor, upscale
-from runs import atomic_save, lr_at, rng_state, run_clock, set_rng_state, stop_on_signals
+from runs import atomic_save, lr_at, rng_state, run_clock, run_done, set_rng_state, stop_on_signals
 
 WORK = REPO / "models" / "ftlgan" / "work"
 # The generator trained here (the teacher); distil.py makes smaller ones. Checkpoints record it.
@@ -426,8 +426,7 @@ def main():
             print(json.dumps(row), flush=True)
             if "val_cos_14" in row:
                 plot(log_path, out / "losses.png")
-        done = step == p["steps"] or stop["now"] or step == args.stop_at_step or (
-            args.max_minutes and time.time() - t_start > args.max_minutes * 60)
+        done = run_done(step, p["steps"], stop, args.stop_at_step, args.max_minutes, t_start)
         if done or time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()

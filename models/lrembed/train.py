@@ -40,7 +40,7 @@ from PIL import Image
 
 from common import (ARCHS, FTLGAN_WORK, HERE, Student, assert_training_identities, degrade, eval_downsample,
                     jitter, load_sface_teacher, split, to_tensor, upscale)
-from runs import atomic_save, lr_at, rng_state, run_clock, set_rng_state, stop_on_signals  # noqa: E402  (models/ftlgan, on the path via common)
+from runs import atomic_save, lr_at, rng_state, run_clock, run_done, set_rng_state, stop_on_signals  # noqa: E402  (models/ftlgan, on the path via common)
 
 VAL_SIZES = (10, 14, 20)  # clean crop-mode probes; "14j": 14 px with fixed alignment jitter
 FIELDS = ["step", "wall_s", "cpu_s", "faces", "lr", "loss", "cos", "con", "train_cos_14"] + [
@@ -376,8 +376,7 @@ def main(argv=None):
         if p["snapshot_every"] and step % p["snapshot_every"] == 0:
             atomic_save({"ema": ema.state_dict(), "arch": p["arch"], "step": step, "cpu_s": clock()[1]},
                         run / f"ema-{step:06d}.pt")
-        done = step == p["steps"] or stop["now"] or step == args.stop_at_step or (
-            args.max_minutes and time.time() - t_start > args.max_minutes * 60)
+        done = run_done(step, p["steps"], stop, args.stop_at_step, args.max_minutes, t_start)
         if done or time.time() - last_ckpt > p["ckpt_minutes"] * 60:
             checkpoint()
             last_ckpt = time.time()
