@@ -83,8 +83,33 @@ pub enum DetectError {
 pub struct Detector {
     config: DetectorConfig,
     file: ModelFile,
-    plans: Mutex<HashMap<(u32, u32), Plan>>,
+    plans: Mutex<Plans>,
+    /// Held while the detector runs on an input larger than [`CONCURRENT_MAX_PX`]: one such run
+    /// at a time, whatever the number of workers.
+    large_run: Mutex<()>,
 }
+
+/// The detector's plans (tract optimises one per input size; each holds its own packed copy of
+/// the weights, ~9 MiB for CenterFace). Tiles (`detect_region`) are a bounded set by
+/// construction (`scene::TILES`) and all kept; photo sizes (`detect`) are whatever callers send
+/// (HTTP uploads, image folders), so only the [`PHOTO_PLANS`] most recently used are kept: one
+/// plan per size ever seen grew `identify` of ten photo sizes from 185 to 275 MiB, and a daemon
+/// without bound.
+#[derive(Default)]
+struct Plans {
+    tiles: HashMap<(u32, u32), Plan>,
+    /// Most recently used first.
+    photos: Vec<((u32, u32), Plan)>,
+}
+
+const PHOTO_PLANS: usize = 3;
+
+/// Inputs up to this many pixels (the 384 tile) run on every worker at once; larger ones one at
+/// a time. A 640x640 YuNet run holds ~20 MiB of scratch (the input, the packed im2col operands,
+/// the outputs tract allocates per op) and the allocator keeps most of it after the run, so two
+/// of them at once cost the 640x480 bench 38 MiB of peak RSS. They are the full-frame scans,
+/// rare beside the track windows (96-256 tiles), which still run in parallel.
+const CONCURRENT_MAX_PX: u32 = 384 * 384;
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +124,7 @@ impl Detector {
     /// wrong or corrupt file fails here, at start, not on the first frame.
     pub fn load(models_dir: &Path, config: DetectorConfig) -> Result<Self, DetectError> {
         let file = ModelFile::load(&models_dir.join(config.kind.file_name()))?;
-        let det = Self { config, file, plans: Mutex::new(HashMap::new()) };
+        let det = Self { config, file, plans: Mutex::new(Plans::default()), large_run: Mutex::new(()) };
         let probe = RgbImage::new(640, 480);
         det.detect(&probe)?;
         Ok(det)
@@ -127,13 +152,31 @@ impl Detector {
         self.config.upscale * (self.config.max_side as f32 / long).min(1.0)
     }
 
-    fn plan_for(&self, w: u32, h: u32) -> Result<Plan, DetectError> {
+    /// (tile plans, photo plans) held now.
+    #[cfg(test)]
+    fn plan_counts(&self) -> (usize, usize) {
+        let plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (plans.tiles.len(), plans.photos.len())
+    }
+
+    /// The plan for a `w` x `h` input: a tile's (kept) or a photo's (the last few kept).
+    fn plan_for(&self, w: u32, h: u32, photo: bool) -> Result<Plan, DetectError> {
         let mut plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(p) = plans.get(&(w, h)) {
-            return Ok(p.clone());
+        let key = (w, h);
+        if !photo {
+            if let Some(p) = plans.tiles.get(&key) {
+                return Ok(p.clone());
+            }
+            let plan = self.file.plan(&[1, 3, h as usize, w as usize])?;
+            plans.tiles.insert(key, plan.clone());
+            return Ok(plan);
         }
-        let plan = self.file.plan(&[1, 3, h as usize, w as usize])?;
-        plans.insert((w, h), plan.clone());
+        let plan = match plans.photos.iter().position(|(k, _)| *k == key) {
+            Some(i) => plans.photos.remove(i).1,
+            None => self.file.plan(&[1, 3, h as usize, w as usize])?,
+        };
+        plans.photos.insert(0, (key, plan.clone()));
+        plans.photos.truncate(PHOTO_PLANS);
         Ok(plan)
     }
 
@@ -145,11 +188,11 @@ impl Detector {
         }
         let (iw, ih) = self.input_size(fw, fh);
         // Scale exactly as planned and pad up to the stride multiple (no needless resampling).
-        self.detect_scaled(frame, self.scale_for(fw, fh), iw, ih)
+        self.detect_scaled(frame, self.scale_for(fw, fh), iw, ih, true)
     }
 
     /// Detects faces inside `region` of `frame` (clamped to the frame), the region magnified by
-    /// `scale` and placed in a `tile` x `tile` input (a multiple of 32; one plan per tile size).
+    /// `scale` and placed in a `tile` = (width, height) input (multiples of 32; one plan per tile).
     /// Faces come back in frame coordinates. This is how the streaming pipeline looks at small
     /// regions at native resolution (or magnified), never shrinking a 16 px face to 5 px.
     pub fn detect_region(
@@ -157,7 +200,7 @@ impl Detector {
         frame: &RgbImage,
         region: Rect,
         scale: f32,
-        tile: u32,
+        tile: (u32, u32),
     ) -> Result<Vec<Face>, DetectError> {
         let (fw, fh) = frame.dimensions();
         let x0 = (region.x.max(0.0).floor() as u32).min(fw);
@@ -168,7 +211,7 @@ impl Detector {
             return Ok(Vec::new());
         }
         let crop = image::imageops::crop_imm(frame, x0, y0, x1 - x0, y1 - y0).to_image();
-        let mut faces = self.detect_scaled(&crop, scale, tile, tile)?;
+        let mut faces = self.detect_scaled(&crop, scale, tile.0, tile.1, false)?;
         for f in &mut faces {
             f.rect.x += x0 as f32;
             f.rect.y += y0 as f32;
@@ -180,13 +223,24 @@ impl Detector {
         Ok(faces)
     }
 
-    /// Runs the detector on `frame` scaled by `scale` and centred in an `iw` x `ih` input.
-    fn detect_scaled(&self, frame: &RgbImage, scale: f32, iw: u32, ih: u32) -> Result<Vec<Face>, DetectError> {
+    /// Runs the detector on `frame` scaled by `scale` and centred in an `iw` x `ih` input (a
+    /// `photo` size, or a tile).
+    fn detect_scaled(
+        &self,
+        frame: &RgbImage,
+        scale: f32,
+        iw: u32,
+        ih: u32,
+        photo: bool,
+    ) -> Result<Vec<Face>, DetectError> {
         let (fw, fh) = frame.dimensions();
         let lb = Letterbox::with_scale(fw, fh, scale, iw, ih);
+        let plan = self.plan_for(iw, ih, photo)?;
+        let one_at_a_time = (iw * ih > CONCURRENT_MAX_PX)
+            .then(|| self.large_run.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let input = self.preprocess(frame, &lb, iw, ih);
-        let plan = self.plan_for(iw, ih)?;
         let outputs = plan.run(input)?;
+        drop(one_at_a_time);
         let path = self.file.path().display().to_string();
         let mut faces = match self.config.kind {
             DetectorKind::Centerface => decode_centerface(&outputs, self.config.score_threshold, iw, ih),
@@ -403,6 +457,21 @@ mod tests {
 
     fn face(x: f32, score: f32) -> Face {
         Face { rect: Rect { x, y: 0.0, w: 10.0, h: 10.0 }, score, landmarks: [Point::default(); 5] }
+    }
+
+    #[test]
+    fn photos_of_many_sizes_keep_three_plans_and_tiles_keep_theirs() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let det = Detector::load(&models, DetectorConfig { kind: DetectorKind::Yunet, ..Default::default() })
+            .unwrap_or_else(|e| panic!("models/yunet.onnx: {e}"));
+        let frame = RgbImage::new(700, 500);
+        for (w, h) in [(64, 64), (96, 64), (128, 96), (160, 128), (192, 160), (64, 64)] {
+            let photo = RgbImage::new(w, h);
+            assert!(det.detect(&photo).is_ok());
+            assert!(det.detect_region(&frame, Rect { x: 0.0, y: 0.0, w: w as f32, h: h as f32 }, 1.0, (w, w)).is_ok());
+        }
+        // The load probe's 640x480 photo was pushed out; the five tile sizes stay.
+        assert_eq!(det.plan_counts(), (5, PHOTO_PLANS));
     }
 
     #[test]
