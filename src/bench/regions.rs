@@ -30,7 +30,7 @@ use crate::detect::{Detector, DetectorConfig, DetectorKind, Face};
 use crate::eval::{pick_centre_face, ImageRef};
 use crate::geometry::Rect;
 use crate::model::thread_cpu_ms;
-use crate::scene::{tiles, SceneConfig, Window, TILES};
+use crate::scene::{tiles, SceneConfig, Tile, Window, TILES};
 use image::{imageops::FilterType, Rgb, RgbImage};
 use serde::Serialize;
 use std::fmt::Write;
@@ -271,7 +271,7 @@ fn score_faces(faces: &[Face], truth: &[Rect], background: &[Rect], names: &[Str
 
 /// Runs the detector on a window's tiles, as `scene::detect` does; returns the faces and the
 /// thread CPU ms it took.
-fn search(det: &Detector, frame: &RgbImage, window: &Window) -> Result<(Vec<Face>, f64, Vec<u32>), BenchError> {
+fn search(det: &Detector, frame: &RgbImage, window: &Window) -> Result<(Vec<Face>, f64, Vec<Tile>), BenchError> {
     let start = thread_cpu_ms();
     let mut faces = Vec::new();
     let mut used = Vec::new();
@@ -313,7 +313,7 @@ pub fn run(study: &RegionStudy, models_dir: &Path, base: &DetectorConfig) -> Res
         for &t in &TILES {
             let (w, h) = (t.min(FRAME_W) as f32, t.min(FRAME_H) as f32);
             let rect = Rect { x: (FRAME_W as f32 - w) / 2.0, y: (FRAME_H as f32 - h) / 2.0, w, h };
-            let run = || det.detect_region(frame, rect, 1.0, t).map_err(|e| BenchError::Input(e.to_string()));
+            let run = || det.detect_region(frame, rect, 1.0, (t, t)).map_err(|e| BenchError::Input(e.to_string()));
             run()?;
             let mut ms = Vec::new();
             for _ in 0..study.iterations.max(1) {
@@ -340,7 +340,7 @@ pub fn run(study: &RegionStudy, models_dir: &Path, base: &DetectorConfig) -> Res
                 let (mut cpu, mut ratios, mut other, mut searches) = (Vec::new(), Vec::new(), 0usize, 0usize);
                 for (n, set) in &sets {
                     let (mut hits, mut total) = (0, 0);
-                    let mut tile_sets: Vec<Vec<u32>> = Vec::new();
+                    let mut tile_sets: Vec<Vec<Tile>> = Vec::new();
                     for fr in set {
                         total += fr.truth.len();
                         if search_kind == "frame" {
@@ -386,7 +386,12 @@ pub fn run(study: &RegionStudy, models_dir: &Path, base: &DetectorConfig) -> Res
                     row.tiles.push(
                         tile_sets
                             .iter()
-                            .map(|t| t.iter().map(u32::to_string).collect::<Vec<_>>().join("+"))
+                            .map(|t| {
+                                t.iter()
+                                    .map(|(w, h)| if w == h { w.to_string() } else { format!("{w}x{h}") })
+                                    .collect::<Vec<_>>()
+                                    .join("+")
+                            })
                             .collect::<Vec<_>>()
                             .join("/"),
                     );
@@ -430,7 +435,7 @@ pub fn format(report: &RegionReport) -> String {
         let tiles = if r.search == "frame" {
             let rect = Rect { x: 0.0, y: 0.0, w: FRAME_W as f32, h: FRAME_H as f32 };
             let t = tiles(&Window { rect, scale: r.scale });
-            format!("{} x {}", t.len(), t[0].1)
+            format!("{} x {}x{}", t.len(), t[0].1 .0, t[0].1 .1)
         } else {
             r.tiles.join(", ")
         };
