@@ -89,7 +89,7 @@ def main():
     teacher_val = validate(T, Fr, root, files[val_idx], val_emb)
     print(json.dumps({"teacher": teacher_val}), flush=True)
     log_path = out / "log.csv"
-    fields = ["step", "seconds", "pixel", "lr"] + [f"val_cos_{s}{b}" for s in (14, 28, 56) for b in ("", "_bicubic", "_teacher")]
+    fields = ["step", "seconds", "pixel", "lr"] + [f"val_cos_{s}{b}" for s in (14, 28, 56, "14j") for b in ("", "_bicubic", "_teacher")]
     log_file, log = csv_log(log_path, fields)
     avg, best, step, t0 = None, -1.0, 0, time.time()
     before = [p.detach().clone() for p in S.parameters()]
@@ -116,7 +116,7 @@ def main():
             S.eval()
             val = validate(S, Fr, root, files[val_idx], val_emb)
             S.train()
-            val.update({f"val_cos_{s}_teacher": teacher_val[f"val_cos_{s}"] for s in (14, 28, 56)})
+            val.update({f"val_cos_{s}_teacher": teacher_val[f"val_cos_{s}"] for s in (14, 28, 56, "14j")})
             row = {**(row or {"step": step, "seconds": round(time.time() - t0, 1)}),
                    **{k: round(x, 4) for k, x in val.items()}}
             score = val["val_cos_14"] + val["val_cos_28"] + val["val_cos_56"]

@@ -40,6 +40,7 @@ def main():
         farsight = os.environ.get("FARSIGHT_BIN", str(REPO / "target" / "release" / "farsight"))
         step("prepare.py", "--datasets", data, "--work", work, "--farsight", farsight)
         step("train.py", "--smoke", "--work", work)
+        step("train.py", "--smoke", "--work", work, "--camera", "--out", work / "smoke-camera")
         step("resume_check.py", "--work", work, "--steps", "8", "--stop", "3")
         step("distil.py", "--smoke", "--work", work, "--teacher", work / "smoke" / "last.pt")
         step("export.py", "--checkpoint", work / "smoke-distil" / "last.pt", "--out", tmp / "g.onnx")

@@ -12,12 +12,19 @@ d = 1 - cosine):
           n: the hardest real photo of another identity (most similar to F(sr)) in the whole bank
   adv     non-saturating GAN loss against a PatchGAN discriminator (after a warm-up)
 F(p) and F(n) come from real images only, embedded once by prepare.py.
+
+`--camera` trains on faces as the detector path hands them over (frame mode, `farsight run`):
+alignment jitter of the size's landmark error, random resize kernels, blur, noise and JPEG
+(lrembed's degradation). Pixel and feature targets are then the jittered full-resolution face;
+identity targets stay the aligned photo's embeddings (what the gallery holds). The shipped
+student was fine-tuned this way (models/MODELS.md, "Fine-tuned for the camera").
 """
 
 import argparse
 import csv
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +35,10 @@ from PIL import Image, ImageOps
 
 from ftlgan import REPO, Discriminator, Generator, degrade, downsample, load_recogniser, to_tensor, upscale
 from runs import atomic_save, lr_at, rng_state, run_clock, run_done, set_rng_state, stop_on_signals
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "lrembed"))
+from common import degrade as camera_degrade  # noqa: E402
+from common import jitter  # noqa: E402
 
 WORK = REPO / "models" / "ftlgan" / "work"
 # The generator trained here (the teacher); distil.py makes smaller ones. Checkpoints record it.
@@ -93,12 +104,18 @@ _BICUBIC: dict[int, float] = {}
 
 
 @torch.no_grad()
-def validate(G, Fr, root, files, emb, sizes=(14, 28, 56)):
+def validate(G, Fr, root, files, emb, sizes=(14, 28, 56, "14j")):
     """Mean cosine between F(restored) and F(full resolution) on held-out identities, for G and
-    for plain bicubic (computed once), at fixed sizes (no noise: the evaluation's crop degradation)."""
+    for plain bicubic (computed once), at fixed sizes (no noise: the evaluation's crop degradation).
+    "14j": 14 px after a fixed alignment jitter per face (0.5 px, 3 degrees, 4% scale: the
+    detector's landmark error at that size), what frame mode sees."""
     out = {}
     for s in sizes:
-        lr = torch.stack([to_tensor(upscale(downsample(Image.open(root / f).convert("RGB"), s))) for f in files])
+        n = 14 if s == "14j" else s
+        imgs = [Image.open(root / f).convert("RGB") for f in files]
+        if s == "14j":
+            imgs = [jitter(img, np.random.default_rng([99, k]), n, 0.5, 3.0, 0.04) for k, img in enumerate(imgs)]
+        lr = torch.stack([to_tensor(upscale(downsample(img, n))) for img in imgs])
         ref = torch.from_numpy(emb)
         out[f"val_cos_{s}"] = float((Fr(G(lr)) * ref).sum(1).mean())
         if s not in _BICUBIC:
@@ -127,7 +144,9 @@ def plot(log_path: Path, png: Path):
         axes[0].legend()
     axes[0].set_title("training losses (moving average)")
     val = [r for r in rows if r.get("val_cos_14")]
-    for s in (14, 28, 56):
+    for s in (14, 28, 56, "14j"):
+        if not val[0].get(f"val_cos_{s}"):  # logs of older runs have no jittered column
+            continue
         (line,) = axes[1].plot([int(r["step"]) for r in val], [float(r[f"val_cos_{s}"]) for r in val], label=f"G {s}px")
         axes[1].plot([int(r["step"]) for r in val], [float(r[f"val_cos_{s}_bicubic"]) for r in val], "--",
                      color=line.get_color(), label=f"bicubic {s}px")
@@ -169,7 +188,10 @@ class StepBatches:
             flip = rng.random() < 0.5
             if flip:
                 hr = ImageOps.mirror(hr)
-            lr, _size = degrade(hr, rng, self.sizes, self.p["random_size_frac"])
+            if self.p.get("camera"):
+                hr, lr = self.camera(hr, rng, epoch, at)
+            else:
+                lr, _size = degrade(hr, rng, self.sizes, self.p["random_size_frac"])
             others = [k for k in self.by_id[self.identities[g]] if k != g]
             pos.append((rng.choice(others), rng.randrange(2)) if others else None)
             lrs.append(to_tensor(lr))
@@ -177,6 +199,19 @@ class StepBatches:
             gidx.append(g)
             flips.append(int(flip))
         return torch.stack(lrs), torch.stack(hrs), torch.tensor(gidx), torch.tensor(flips), pos
+
+    def camera(self, hr: Image.Image, rng: random.Random, epoch: int, at: int):
+        """`--camera`: the face as the detector path hands it over (lrembed's degradation: alignment
+        jitter as the landmarks are off at that size, a random resize kernel, blur, noise, JPEG;
+        a quarter of the faces exactly the evaluation's crop degradation). Returns (the jittered
+        full-resolution face, the pixel and feature target; the low-resolution input). The
+        identity targets stay the aligned photo's embeddings: what the gallery holds."""
+        size = rng.randint(7, 40) if rng.random() < self.p["random_size_frac"] else rng.choice(self.sizes)
+        nrng = np.random.default_rng([self.p["seed"], epoch, at, 7])
+        if nrng.random() < 0.75 * self.p["jitter_p"]:  # the clean quarter below never sees jitter
+            hr = jitter(hr, nrng, size, self.p["shift_px"], self.p["rot_deg"], self.p["scale_sd"])
+        lr, _size = camera_degrade(hr, nrng, hr.size[0], clean_frac=0.25, jitter_p=0.0, size=size)
+        return hr, lr
 
 
 
@@ -253,8 +288,16 @@ def main():
     ap.add_argument("--random-size-frac", type=float, default=0.5,
                     help="share of samples at a random size in 7..80 instead of --sizes")
     ap.add_argument("--tail-std", type=float, default=0.0, help="init std of the generator's last conv")
-    ap.add_argument("--select", choices=("sum", "14"), default="sum",
-                    help="generator.pt keeps the best held-out cosine: summed over 14/28/56 px, or at 14 px")
+    ap.add_argument("--select", choices=("sum", "14", "14+14j"), default="sum",
+                    help="generator.pt keeps the best held-out cosine: summed over 14/28/56 px, at 14 px, "
+                         "or at 14 px clean plus jittered")
+    ap.add_argument("--camera", action="store_true",
+                    help="train on the detector path's faces: alignment jitter, random resize kernels (lrembed's "
+                         "degradation); sizes from --sizes, or with --random-size-frac uniform in 7..40")
+    ap.add_argument("--jitter-p", type=float, default=0.7, help="--camera: share of faces with alignment jitter")
+    ap.add_argument("--shift-px", type=float, default=0.5, help="--camera: jitter sd in low-resolution pixels")
+    ap.add_argument("--rot-deg", type=float, default=3.0, help="--camera: jitter rotation sd")
+    ap.add_argument("--scale-sd", type=float, default=0.04, help="--camera: jitter log-scale sd")
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--val-faces", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -339,7 +382,7 @@ def main():
     # The log spans every run of this folder: cut back to the checkpoint's step, then append.
     log_path = out / "log.csv"
     fields = ["step", "seconds", "cpu_s", "pixel", "ident", "triplet", "adv", "d_loss", "feat", "lr"] + [
-        f"val_cos_{s}{b}" for s in (14, 28, 56) for b in ("", "_bicubic")]
+        f"val_cos_{s}{b}" for s in (14, 28, 56, "14j") for b in ("", "_bicubic")]
     rows = list(csv.DictReader(open(log_path))) if log_path.exists() and args.resume else []
     rows = [r for r in rows if int(r["step"]) <= step]
     log_file, log = csv_log(log_path, fields)
@@ -416,7 +459,8 @@ def main():
             wall, cpu = clock()
             row = {**(row or {"step": step, "seconds": round(wall, 1), "cpu_s": round(cpu, 1)}),
                    **{k: round(x, 4) for k, x in v.items()}}
-            score = v["val_cos_14"] if p["select"] == "14" else v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]
+            score = {"14": v["val_cos_14"], "14+14j": v["val_cos_14"] + v["val_cos_14j"],
+                     "sum": v["val_cos_14"] + v["val_cos_28"] + v["val_cos_56"]}[p["select"]]
             if score > best and not args.smoke:
                 best = score
                 atomic_save({"generator": G.state_dict(), "arch": arch, "step": step, "val": v}, out / "generator.pt")
