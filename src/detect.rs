@@ -84,9 +84,6 @@ pub struct Detector {
     config: DetectorConfig,
     file: ModelFile,
     plans: Mutex<Plans>,
-    /// Held while the detector runs on an input larger than [`CONCURRENT_MAX_PX`]: one such run
-    /// at a time, whatever the number of workers.
-    large_run: Mutex<()>,
 }
 
 /// The detector's plans (tract optimises one per input size; each holds its own packed copy of
@@ -104,13 +101,6 @@ struct Plans {
 
 const PHOTO_PLANS: usize = 3;
 
-/// Inputs up to this many pixels (the 384 tile) run on every worker at once; larger ones one at
-/// a time. A 640x640 YuNet run holds ~20 MiB of scratch (the input, the packed im2col operands,
-/// the outputs tract allocates per op) and the allocator keeps most of it after the run, so two
-/// of them at once cost the 640x480 bench 38 MiB of peak RSS. They are the full-frame scans,
-/// rare beside the track windows (96-256 tiles), which still run in parallel.
-const CONCURRENT_MAX_PX: u32 = 384 * 384;
-
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Detector").field("config", &self.config).field("file", &self.file).finish()
@@ -124,7 +114,7 @@ impl Detector {
     /// wrong or corrupt file fails here, at start, not on the first frame.
     pub fn load(models_dir: &Path, config: DetectorConfig) -> Result<Self, DetectError> {
         let file = ModelFile::load(&models_dir.join(config.kind.file_name()))?;
-        let det = Self { config, file, plans: Mutex::new(Plans::default()), large_run: Mutex::new(()) };
+        let det = Self { config, file, plans: Mutex::new(Plans::default()) };
         let probe = RgbImage::new(640, 480);
         det.detect(&probe)?;
         Ok(det)
@@ -236,11 +226,8 @@ impl Detector {
         let (fw, fh) = frame.dimensions();
         let lb = Letterbox::with_scale(fw, fh, scale, iw, ih);
         let plan = self.plan_for(iw, ih, photo)?;
-        let one_at_a_time = (iw * ih > CONCURRENT_MAX_PX)
-            .then(|| self.large_run.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let input = self.preprocess(frame, &lb, iw, ih);
         let outputs = plan.run(input)?;
-        drop(one_at_a_time);
         let path = self.file.path().display().to_string();
         let mut faces = match self.config.kind {
             DetectorKind::Centerface => decode_centerface(&outputs, self.config.score_threshold, iw, ih),
