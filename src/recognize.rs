@@ -118,11 +118,15 @@ impl Recognizer {
     /// `config` and checks each on a probe input, so a bad model file fails here, at start. The
     /// restorers are built once and shared by every thread that uses this recognizer.
     pub fn load(config: &Config) -> Result<Self, LoadError> {
-        // The embedders first: parsing one holds its file's weights twice (the protobuf and
-        // tract's tensors, 77 MB for SFace's 38.5 MB), so the fewer models already resident
-        // then, the lower the peak (`identify`'s peak heap 117 -> 102 MiB with the detectors
-        // loaded after).
+        // The embedders before the detectors: parsing one holds its file's weights twice (the
+        // protobuf and tract's tensors, 77 MB for SFace's 38.5 MB), so the fewer models already
+        // resident then, the lower the peak (`identify`'s peak heap 117 -> 101 MiB). The
+        // restorers are small (FTLGAN: 0.1 MB); errors come in the order SFace, restorers,
+        // small-face embedder, detectors.
         let embedder = Embedder::load(&config.models_dir)?;
+        let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
+        let restorer = build(config.restore.method)?;
+        let fallback = build(config.restore.fallback)?;
         let small_face_embedder = match config.embed.small_face() {
             Some(kind) => {
                 Some((kind, Embedder::load_kind(&config.models_dir, kind).map_err(LoadError::SmallFaceEmbedder)?))
@@ -130,9 +134,6 @@ impl Recognizer {
             None => None,
         };
         let detector = Detector::load(&config.models_dir, config.detector.clone())?;
-        let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
-        let restorer = build(config.restore.method)?;
-        let fallback = build(config.restore.fallback)?;
         let region = DetectorConfig {
             kind: config.scene.detector,
             score_threshold: config.scene.region_threshold(config.detector.score_threshold),
