@@ -200,8 +200,8 @@ def ensure(m):
 # Our own models: trained by the steps in models/ftlgan/ and models/lrembed/ (see MODELS.md) and committed, not
 # fetched. fetch.py only verifies them.
 TRAINED = [
-    {"out": "ftlgan.onnx", "sha256": "ad04bab33d567a8a641d396840fc7ae9f9bdb81ce8fa3073ee1323d310b58371"},
-    {"out": "ftlgan-fp32.onnx", "sha256": "5571ed3fd7124690b3beab749debd17300cdfb25066dd5ff5f96912046a3dce0"},
+    {"out": "ftlgan.onnx", "sha256": "12e0a979884eeeeeb37e3fdda680c4fa1c599ecea8684794637f16bbb4ab0e13"},
+    {"out": "ftlgan-fp32.onnx", "sha256": "c1e8a3d36731b8dce64083913cdbc41171c6c2c4ff14b8fbcf712e46c49a7890"},
     {"out": "lrembed.onnx", "sha256": "3f64fb6855f79183154dfb31778023f60190c3803b6d18a32a50ce55fb351dc8"},
 ]
 
