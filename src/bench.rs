@@ -129,7 +129,8 @@ pub fn run(
 ) -> Result<BenchReport, BenchError> {
     let mut stages = Vec::new();
     let mut references = Vec::new();
-    for det in std::iter::once(rec.detector()).chain(other_detectors.iter().copied()) {
+    let photo_detector = rec.detector().map_err(RecognizeError::from)?;
+    for det in std::iter::once(photo_detector).chain(other_detectors.iter().copied()) {
         for (w, h) in [(640u32, 480u32), (1280, 720)] {
             let frame = image::imageops::resize(photo, w, h, FilterType::Triangle);
             let (t, r) = measure(&format!("detect {:?} {w}x{h}", det.config().kind), iterations, || {
@@ -141,7 +142,7 @@ pub fn run(
         }
     }
     let face =
-        rec.detector().detect(photo).map_err(RecognizeError::from)?.into_iter().next().ok_or(BenchError::NoFace)?;
+        photo_detector.detect(photo).map_err(RecognizeError::from)?.into_iter().next().ok_or(BenchError::NoFace)?;
     let alignment = Alignment::from_landmarks(&face.landmarks).ok_or(BenchError::NoFace)?;
     let aligned = alignment.warp(photo, ALIGNED_SIZE).ok_or(BenchError::NoFace)?;
     let small = downsample(&aligned, 14);

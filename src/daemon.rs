@@ -73,7 +73,12 @@ pub fn prepare(config: Config, create: bool) -> Result<Prepared, Problems> {
         }
     }
     match recognizer {
-        Some(rec) if p.is_empty() => Ok(Prepared { config, recognizer: Arc::new(rec), cameras, identities }),
+        Some(mut rec) if p.is_empty() => {
+            // Checked above; video never uses it (its windows run `scene.detector`), and the
+            // first photo sent over HTTP loads it again.
+            rec.release_photo_detector();
+            Ok(Prepared { config, recognizer: Arc::new(rec), cameras, identities })
+        }
         _ => Err(Problems(p)),
     }
 }

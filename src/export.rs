@@ -91,7 +91,7 @@ pub fn export_aligned(
                 }
             };
             let (w, h) = img.dimensions();
-            let faces = match rec.detector().detect(&img) {
+            let faces = match rec.detector().and_then(|d| d.detect(&img)) {
                 Ok(f) => f,
                 Err(e) => {
                     log::warn!("{}: {}", file.display(), crate::error_chain(&e));

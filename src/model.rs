@@ -61,19 +61,10 @@ impl std::fmt::Debug for ModelFile {
 impl ModelFile {
     /// Reads and parses `path`, recording its sha256.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let read_err = |source: std::io::Error| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ModelError::Missing { path: path.to_owned() }
-            } else {
-                ModelError::Read { path: path.to_owned(), source }
-            }
-        };
         // The file is hashed as a stream and tract maps it to decode it: its bytes are never held
         // on the heap. Reading them into a Vec first (and tract copying that Vec) kept three copies
         // of SFace's 39 MB alive at once, the peak of a whole `identify`.
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut std::fs::File::open(path).map_err(read_err)?, &mut hasher).map_err(read_err)?;
-        let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = sha256_file(path)?;
         let parse_err = |e: TractError| ModelError::Parse { path: path.to_owned(), source: e.into() };
         let onnx = onnx();
         let proto = onnx.proto_model_for_path(path).map_err(parse_err)?;
@@ -389,6 +380,20 @@ pub const KNOWN_FILES: &[&str] = &[
     "ftlgan-fp32.onnx",
     "lrembed.onnx",
 ];
+
+/// Lower-case hex sha256 of the file at `path`, read as a stream.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let read_err = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ModelError::Missing { path: path.to_owned() }
+        } else {
+            ModelError::Read { path: path.to_owned(), source }
+        }
+    };
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).map_err(read_err)?, &mut hasher).map_err(read_err)?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -16,6 +16,7 @@ use crate::model::ModelError;
 use crate::restore::{self, RestoreError, RestoreKind, Restorer};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecognizeError {
@@ -56,15 +57,47 @@ pub struct Prepared {
 
 /// The loaded models and the restoration policy.
 pub struct Recognizer {
-    detector: Detector,
-    /// The streaming pipeline's region detector (`scene.detector`) when it is not `detector`.
-    region_detector: Option<Detector>,
+    detector: PhotoDetector,
+    /// The streaming pipeline's region detector (`scene.detector`); the photo detector itself
+    /// when they are the same.
+    region_detector: Arc<Detector>,
     embedder: Embedder,
     restorer: Box<dyn Restorer>,
     restore_below: f32,
     fallback: Box<dyn Restorer>,
     small_face: Option<SmallFace>,
     models_dir: PathBuf,
+}
+
+/// The photo detector (`detector.kind`: enroll, identify, eval, HTTP photos, image folders),
+/// checked at start; a daemon whose windows run another detector releases it
+/// ([`Recognizer::release_photo_detector`]) and it is loaded again on the first photo.
+struct PhotoDetector {
+    config: DetectorConfig,
+    models_dir: PathBuf,
+    /// Of the file checked at start: a file changed since is refused, not loaded.
+    sha256: String,
+    loaded: OnceLock<Arc<Detector>>,
+    loading: Mutex<()>,
+}
+
+impl PhotoDetector {
+    fn get(&self) -> Result<&Detector, DetectError> {
+        if let Some(d) = self.loaded.get() {
+            return Ok(d);
+        }
+        let _one = self.loading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(d) = self.loaded.get() {
+            return Ok(d);
+        }
+        let path = self.models_dir.join(self.config.kind.file_name());
+        if crate::model::sha256_file(&path)? != self.sha256 {
+            return Err(DetectError::Changed { path });
+        }
+        let d = Detector::load(&self.models_dir, self.config.clone())?;
+        log::info!("photo detector {:?} loaded for its first photo", self.config.kind);
+        Ok(self.loaded.get_or_init(|| Arc::new(d)))
+    }
 }
 
 /// The small-face path: faces below `below` aligned px are upscaled by `upscale` (bicubic, the
@@ -88,7 +121,7 @@ pub struct Route<'a> {
 impl std::fmt::Debug for Recognizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recognizer")
-            .field("detector", &self.detector)
+            .field("detector", &self.detector.loaded.get())
             .field("region_detector", &self.region_detector)
             .field("embedder", &self.embedder)
             .field("restorer", &self.restorer.name())
@@ -133,14 +166,17 @@ impl Recognizer {
             }
             None => None,
         };
-        let detector = Detector::load(&config.models_dir, config.detector.clone())?;
+        let detector = Arc::new(Detector::load(&config.models_dir, config.detector.clone())?);
         let region = DetectorConfig {
             kind: config.scene.detector,
             score_threshold: config.scene.region_threshold(config.detector.score_threshold),
             ..config.detector.clone()
         };
-        let region_detector =
-            if region == config.detector { None } else { Some(Detector::load(&config.models_dir, region)?) };
+        let region_detector = if region == config.detector {
+            detector.clone()
+        } else {
+            Arc::new(Detector::load(&config.models_dir, region)?)
+        };
         let small_face = match small_face_embedder {
             Some((kind, embedder)) => Some(SmallFace {
                 embedder,
@@ -151,7 +187,13 @@ impl Recognizer {
             None => None,
         };
         Ok(Self {
-            detector,
+            detector: PhotoDetector {
+                config: config.detector.clone(),
+                models_dir: config.models_dir.clone(),
+                sha256: detector.sha256().to_owned(),
+                loaded: OnceLock::from(detector),
+                loading: Mutex::new(()),
+            },
             region_detector,
             embedder,
             restorer,
@@ -206,15 +248,32 @@ impl Recognizer {
     }
 
     /// The detector for whole photos and frames (`enroll`, `identify`, `eval`, image folders):
-    /// `detector.kind`.
-    pub fn detector(&self) -> &Detector {
-        &self.detector
+    /// `detector.kind`. Loaded again here if it was released (an error if its file changed or
+    /// went missing since start).
+    pub fn detector(&self) -> Result<&Detector, DetectError> {
+        self.detector.get()
+    }
+
+    /// "Centerface (sha256 0123456789ab)": the photo detector, for reports, without loading it.
+    pub fn detector_label(&self) -> String {
+        format!(
+            "{:?} (sha256 {})",
+            self.detector.config.kind,
+            &self.detector.sha256[..12.min(self.detector.sha256.len())]
+        )
+    }
+
+    /// Frees the photo detector until a photo needs it (`farsight run`: the windows of video run
+    /// `scene.detector`, and CenterFace's parsed file and plan are ~15 MiB of a 640x480 run's
+    /// peak). Nothing is freed when it is also the region detector.
+    pub fn release_photo_detector(&mut self) {
+        self.detector.loaded.take();
     }
 
     /// The detector the streaming pipeline runs on its windows (`scene.detector`): YuNet by
     /// default, see `SceneConfig::detector`.
     pub fn region_detector(&self) -> &Detector {
-        self.region_detector.as_ref().unwrap_or(&self.detector)
+        &self.region_detector
     }
 
     pub fn embedder(&self) -> &Embedder {
@@ -230,7 +289,7 @@ impl Recognizer {
     /// [`Recognizer::observe`], also returning each face's aligned 112x112 crop (what the
     /// embedder saw), for quality scoring and best-shot crops.
     pub fn observe_aligned(&self, frame: &RgbImage) -> Result<Vec<(Observation, RgbImage)>, RecognizeError> {
-        let faces = self.detector.detect(frame)?;
+        let faces = self.detector()?.detect(frame)?;
         let mut out = Vec::with_capacity(faces.len());
         for face in faces {
             match self.embed_face_aligned(frame, &face) {
@@ -354,7 +413,7 @@ impl Recognizer {
         template: bool,
     ) -> Result<Result<Observation, usize>, RecognizeError> {
         let mut obs = Vec::new();
-        for face in self.detector.detect(frame)? {
+        for face in self.detector()?.detect(frame)? {
             let p = match self.prepare(frame, &face) {
                 Ok(p) => p,
                 Err(RecognizeError::Degenerate) => {

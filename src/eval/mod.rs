@@ -283,7 +283,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
             "probe = first image of each pair, degraded then restored; reference = second image at full resolution",
         miss_policy: "a face the detector misses is aligned from where it is known to be (full-resolution landmarks \
                       scaled down in frame mode; the dataset's mean face position in crop mode) and still scored",
-        detector: format!("{:?} (sha256 {})", rec.detector().config().kind, &rec.detector().sha256()[..12]),
+        detector: rec.detector_label(),
         embedder: format!("{} (sha256 {})", rec.embedder().id().name, &rec.embedder().id().sha256[..12]),
         embedders: embedders
             .iter()
@@ -422,7 +422,10 @@ fn face_and_frame(
 fn locate(rec: &Recognizer, path: &Path) -> Result<(LabelledFace, u32, u32), String> {
     let img = images::load(path, &Default::default()).map_err(|e| crate::error_chain(&e))?;
     let (w, h) = img.dimensions();
-    let faces = rec.detector().detect(&img).map_err(|e| format!("{}: {}", path.display(), crate::error_chain(&e)))?;
+    let faces = rec
+        .detector()
+        .and_then(|d| d.detect(&img))
+        .map_err(|e| format!("{}: {}", path.display(), crate::error_chain(&e)))?;
     let face = match probe::pick_centre_face(&faces, w, h) {
         Some(f) => LabelledFace { landmarks: f.landmarks, rect: f.rect, score: f.score, detected: true },
         None => LabelledFace { landmarks: Default::default(), rect: Default::default(), score: 0.0, detected: false },

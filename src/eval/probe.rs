@@ -232,7 +232,7 @@ pub fn shrink_and_detect(
     let tl = to_canvas(Point::new(face.rect.x, face.rect.y));
     let expected =
         Rect { x: tl.x, y: tl.y, w: face.rect.w * sw as f32 / w as f32, h: face.rect.h * sh as f32 / h as f32 };
-    let faces = rec.detector().detect(&canvas)?;
+    let faces = rec.detector()?.detect(&canvas)?;
     let detected = faces
         .iter()
         .map(|f| (f.rect.iou(&expected), f))

@@ -271,7 +271,7 @@ fn embed_all(
 fn embed_one(rec: &Recognizer, path: &std::path::Path, sizes: &[u32]) -> Result<Option<Embedded>, String> {
     let err = |e: &dyn std::error::Error| format!("{}: {e}", path.display());
     let img = images::load(path, &Default::default()).map_err(|e| format!("{}: {}", path.display(), e))?;
-    let faces = rec.detector().detect(&img).map_err(|e| err(&e))?;
+    let faces = rec.detector().and_then(|d| d.detect(&img)).map_err(|e| err(&e))?;
     let Some(face) = pick_centre_face(&faces, img.width(), img.height()) else { return Ok(None) };
     let alignment = Alignment::from_landmarks(&face.landmarks).ok_or_else(|| err(&RecognizeError::Degenerate))?;
     let aligned = alignment.warp(&img, ALIGNED_SIZE).ok_or_else(|| err(&RecognizeError::Degenerate))?;

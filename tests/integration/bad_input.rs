@@ -313,3 +313,27 @@ fn bench_skips_a_missing_ftlgan_model_with_a_note() {
     let skipped = line("restore ftlgan 14->112");
     assert!(skipped.contains("skipped") && skipped.contains("ftlgan.onnx is missing"), "{text}");
 }
+
+#[test]
+fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
+    // `run` frees the photo detector after its start-up check and loads it again for the first
+    // HTTP photo: a file swapped in between must not be loaded unchecked.
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = farsight::config::Config { models_dir: dir.path().to_owned(), ..Default::default() };
+    let mut rec = farsight::recognize::Recognizer::load(&config).unwrap();
+    rec.release_photo_detector();
+    assert!(rec.detector().is_ok(), "the same file loads again");
+    rec.release_photo_detector();
+    std::fs::remove_file(dir.path().join("centerface.onnx")).unwrap();
+    std::fs::copy(models.join("retinaface-mnet025.onnx"), dir.path().join("centerface.onnx")).unwrap();
+    let err = rec.detector().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("centerface.onnx changed since farsight started"), "{err}");
+    assert!(rec.detector_label().starts_with("Centerface (sha256 "), "{}", rec.detector_label());
+}

@@ -90,7 +90,7 @@ fn centerface_in_tract_matches_onnxruntime_and_the_detector_decodes_its_box() {
     assert_eq!([argmax / 64, argmax % 64], [yx[0].as_u64().unwrap() as usize, yx[1].as_u64().unwrap() as usize]);
 
     // The full detector (centred padding, decoding, NMS, inverse letterbox) finds the same face.
-    let faces = recognizer().detector().detect(&img).unwrap();
+    let faces = recognizer().detector().unwrap().detect(&img).unwrap();
     let b = floats(&g["box_x1y1x2y2_at_max"]);
     let best = faces.first().expect("a face");
     let ours = [best.rect.x, best.rect.y, best.rect.x + best.rect.w, best.rect.y + best.rect.h];
@@ -115,7 +115,7 @@ fn retinaface_finds_the_same_face_and_landmarks_as_centerface() {
     for (name, n) in [("Aaron_Eckhart", 1), ("Tony_Blair", 1), ("Serena_Williams", 1)] {
         let img = image::open(lfw_image(name, n)).unwrap().into_rgb8();
         let r = retina.detect(&img).unwrap();
-        let c = recognizer().detector().detect(&img).unwrap();
+        let c = recognizer().detector().unwrap().detect(&img).unwrap();
         let (r, c) = (r.first().expect("retinaface finds the face"), c.first().expect("centerface finds the face"));
         // The two models draw boxes differently (CenterFace's are taller), but the landmarks are
         // the same five points of the same face, up to each model's idea of the nose tip: within
@@ -249,7 +249,7 @@ fn yunet_finds_the_same_face_and_landmarks_as_centerface() {
     for (name, n) in [("Aaron_Eckhart", 1), ("Tony_Blair", 1), ("Serena_Williams", 1), ("George_W_Bush", 2)] {
         let img = image::open(lfw_image(name, n)).unwrap().into_rgb8();
         let y = yunet.detect(&img).unwrap();
-        let c = recognizer().detector().detect(&img).unwrap();
+        let c = recognizer().detector().unwrap().detect(&img).unwrap();
         let (y, c) = (y.first().expect("yunet finds the face"), c.first().expect("centerface finds the face"));
         let mut worst = 0f32;
         for (i, (p, q)) in y.landmarks.iter().zip(&c.landmarks).enumerate() {

@@ -439,10 +439,12 @@ fn run_streams_events_lists_them_from_sqlite_and_exports_metrics() {
         stream.recv_timeout(Duration::from_secs(90)).unwrap_or_else(|_| panic!("no SSE event; log:\n{}", server.log()));
     assert_eq!((first["camera"].as_str(), first["event"].as_str()), (Some("frames"), Some("unknown")), "{first}");
 
-    // Enrolled through the API while the pipeline runs: the next visits are matches.
+    // Enrolled through the API while the pipeline runs: the next visits are matches. `run` freed
+    // the photo detector after its start-up check (the windows run YuNet); the photos load it.
     let (status, body) =
         server.post_photos("/api/identities/Tony%20Blair/photos?largest=true", &[("Tony_Blair", 1), ("Tony_Blair", 2)]);
     assert_eq!(status, 201, "{body}");
+    assert!(server.log().contains("photo detector Centerface loaded for its first photo"), "{}", server.log());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let e = stream.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a match on the stream");
