@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--stop", type=int, default=5)
     ap.add_argument("--sigterm", action="store_true", help="stop the 2nd run with SIGTERM (after --stop) instead")
     ap.add_argument("--work", type=Path, default=None, help="prepare.py's folder (default: train.py's work/)")
+    ap.add_argument("--camera", action="store_true", help="train on the detector path's faces (train.py --camera)")
     args = ap.parse_args()
     # The adversarial term and the discriminator start inside the run, the schedule warms up and
     # decays inside it, and validation runs before and after the cut.
@@ -48,6 +49,8 @@ def main():
               "--init", str(HERE.parent / "ftlgan-fp32.onnx"), "--ch", "40", "--blocks", "3"]
     if args.work:
         common += ["--work", str(args.work)]
+    if args.camera:
+        common += ["--camera"]
     tmp = Path(tempfile.mkdtemp(prefix="ftlgan-resume-"))
     one, two = tmp / "one", tmp / "two"
     try:
