@@ -265,9 +265,12 @@ impl Recognizer {
 
     /// Frees the photo detector until a photo needs it (`farsight run`: the windows of video run
     /// `scene.detector`, and CenterFace's parsed file and plan are ~15 MiB of a 640x480 run's
-    /// peak). Nothing is freed when it is also the region detector.
+    /// peak). Kept when it is also the region detector: freeing it would free nothing, and the
+    /// first photo would then load a second copy.
     pub fn release_photo_detector(&mut self) {
-        self.detector.loaded.take();
+        if self.detector.loaded.get().is_some_and(|d| !Arc::ptr_eq(d, &self.region_detector)) {
+            self.detector.loaded.take();
+        }
     }
 
     /// The detector the streaming pipeline runs on its windows (`scene.detector`): YuNet by

@@ -100,7 +100,7 @@ def split(identities: np.ndarray, seed: int, val_fraction=0.05):
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-_BICUBIC: dict[int, float] = {}
+_BICUBIC: dict[int | str, float] = {}
 
 
 @torch.no_grad()

@@ -337,3 +337,15 @@ fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
     assert!(err.contains("centerface.onnx changed since farsight started"), "{err}");
     assert!(rec.detector_label().starts_with("Centerface (sha256 "), "{}", rec.detector_label());
 }
+
+#[test]
+fn a_photo_detector_that_is_also_the_region_detector_is_kept_not_loaded_twice() {
+    let mut config = farsight::config::Config {
+        models_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        ..Default::default()
+    };
+    config.scene.detector = config.detector.kind;
+    let mut rec = farsight::recognize::Recognizer::load(&config).unwrap();
+    rec.release_photo_detector();
+    assert!(std::ptr::eq(rec.detector().unwrap(), rec.region_detector()), "one detector serves both");
+}
