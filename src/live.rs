@@ -105,6 +105,8 @@ pub fn run(
         reload,
         live: live_state,
     };
+    #[cfg(feature = "gst")]
+    farsight::source::gst::set_h264_decoder(config.pipeline.h264_decoder);
     let workers = match config.pipeline.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

@@ -21,8 +21,10 @@ ends up in a bench artefact. Same arguments + same seed = same frames and sideca
 
 Encoding: PNG frames in a temp dir, then
   gst-launch-1.0 multifilesrc location=DIR/f%05d.png index=0 caps="image/png,framerate=FPS/1"
-    ! pngdec ! videoconvert ! x264enc ! h264parse ! mp4mux ! filesink location=OUT
-(x264enc with its defaults except threads=1, because multi-threaded x264 here gave different
+    ! pngdec ! videoconvert ! video/x-raw,format=I420 ! x264enc ! h264parse ! mp4mux
+    ! filesink location=OUT
+(4:2:0 as cameras send it: given RGB, x264enc picked 4:4:4, High 4:4:4 profile, which OpenH264
+cannot decode; x264enc with its defaults except threads=1, because multi-threaded x264 here gave different
 pixels on every run, and key-int-max = 2 s, so a decoder can seek). Same arguments + same seed
 then give the same decoded frames (the MP4 header's timestamps still differ).
 
@@ -239,7 +241,7 @@ def main():
         cmd = [
             "gst-launch-1.0", "-q", "multifilesrc", f"location={tmp}/f%05d.png", "index=0",
             f"caps=image/png,framerate={args.fps}/1", "!", "pngdec", "!", "videoconvert", "!",
-            "x264enc", "threads=1", f"key-int-max={2 * args.fps}", "!", "h264parse", "!", "mp4mux", "!",
+            "video/x-raw,format=I420", "!", "x264enc", "threads=1", f"key-int-max={2 * args.fps}", "!", "h264parse", "!", "mp4mux", "!",
             "filesink", f"location={out}",
         ]
         subprocess.run(cmd, check=True)

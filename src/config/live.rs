@@ -2,7 +2,7 @@
 //! Defaults for everything but the cameras; `validate_*` functions are pure and return every
 //! problem with the key's path, so `farsight validate` can list them all at once.
 
-use crate::source::{PixelFormat, SourceSpec};
+use crate::source::{H264Decoder, PixelFormat, SourceSpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -137,11 +137,20 @@ pub struct PipelineConfig {
     /// JSON file rewritten with the counters every `status_interval_s` (`farsight status` reads
     /// it). Default: `<gallery>.status.json`.
     pub status_file: Option<PathBuf>,
+    /// RTSP and video files: `openh264` (default) or `auto`, for every camera (GStreamer's
+    /// decoder ranks are per process); see [`H264Decoder`].
+    pub h264_decoder: H264Decoder,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { workers: 0, frame_queue: 2, status_interval_s: 10.0, status_file: None }
+        Self {
+            workers: 0,
+            frame_queue: 2,
+            status_interval_s: 10.0,
+            status_file: None,
+            h264_decoder: H264Decoder::default(),
+        }
     }
 }
 

@@ -5,6 +5,12 @@
 //!   TCP interleaving: no UDP ports to open on the box, and no loss artefacts on busy Wi-Fi.
 //! - Files: `uridecodebin uri=file:///... ! videoconvert ! appsink`.
 //!
+//! H.264 goes to OpenH264 unless `pipeline.h264_decoder = "auto"` ([`set_h264_decoder`]): its
+//! rank is raised above libav's for the process. A per-pipeline `autoplug-select` that skips
+//! `avdec_h264` does not work: decodebin only lists decoders whose sink caps meet h264parse's
+//! output as negotiated for the best-ranked one (`stream-format=avc`), and OpenH264 takes
+//! byte-stream only, so skipping libav leaves no decoder at all.
+//!
 //! The appsink caps are pinned to `video/x-raw,format=I420` (videoconvert passes the decoder's
 //! frames through untouched when they already are, as H.264/H.265 decoders' usually are). A frame
 //! stays in its GStreamer buffer as a [`YuvFrame`]: the motion stage reads its Y plane, and only a
@@ -20,7 +26,7 @@
 //! server becomes a [`SourceError::Stream`] and the camera thread reconnects. A server that goes
 //! silent without an error is caught by the camera's stall timeout.
 
-use super::{redact_text, redact_url, FrameSource, Luma, Picture, Pulled, SourceError, SourceSpec};
+use super::{redact_text, redact_url, FrameSource, H264Decoder, Luma, Picture, Pulled, SourceError, SourceSpec};
 use crate::config::CameraConfig;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -73,8 +79,15 @@ impl GstSource {
         let description = format!(
             "{input} ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false emit-signals=false {sink}"
         );
-        let decode_threads = camera.decode_threads;
-        Ok(Self { name: camera.name.clone(), shown, description, live, decode_threads, running: None, converter: None })
+        Ok(Self {
+            name: camera.name.clone(),
+            shown,
+            description,
+            live,
+            decode_threads: camera.decode_threads,
+            running: None,
+            converter: None,
+        })
     }
 
     fn stream_err(&self, message: String) -> SourceError {
@@ -96,9 +109,37 @@ impl GstSource {
     }
 }
 
+static H264: std::sync::OnceLock<H264Decoder> = std::sync::OnceLock::new();
+
+/// Chooses the H.264 decoder of every pipeline this process opens; call it before the first.
+pub fn set_h264_decoder(choice: H264Decoder) {
+    let _ = H264.set(choice);
+}
+
+/// Ranks `openh264dec` just above `avdec_h264` (decodebin tries factories by rank, and a caps
+/// query answered in that order makes h264parse hand over the byte-stream OpenH264 takes).
+/// Hardware decoders rank above both and stay first.
+fn prefer_openh264() {
+    let registry = gst::Registry::get();
+    let (Some(openh264), Some(libav)) = (registry.lookup_feature("openh264dec"), registry.lookup_feature("avdec_h264"))
+    else {
+        log::info!("openh264dec is not installed (gstreamer1.0-plugins-bad): H.264 goes to libav");
+        return;
+    };
+    openh264.set_rank(gst::Rank::PRIMARY);
+    libav.set_rank(gst::Rank::PRIMARY - 1);
+}
+
 fn init() -> Result<(), String> {
     static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|e| format!("GStreamer does not start: {e}"))).clone()
+    INIT.get_or_init(|| {
+        gst::init().map_err(|e| format!("GStreamer does not start: {e}"))?;
+        if *H264.get_or_init(H264Decoder::default) == H264Decoder::Openh264 {
+            prefer_openh264();
+        }
+        Ok(())
+    })
+    .clone()
 }
 
 impl FrameSource for GstSource {
@@ -121,8 +162,13 @@ impl FrameSource for GstSource {
         if let Some(bin) = pipeline.downcast_ref::<gst::Bin>() {
             // decodebin picks the decoder at run time: set its threads as it is added.
             let threads = i32::try_from(self.decode_threads).unwrap_or(0);
+            let camera = self.name.clone();
             bin.connect_deep_element_added(move |_, _, element| {
-                let is_libav = element.factory().is_some_and(|f| f.name().starts_with("avdec_"));
+                let Some(factory) = element.factory() else { return };
+                if factory.klass().contains("Decoder/Video") {
+                    log::info!("camera {camera}: {} decodes the stream", factory.name());
+                }
+                let is_libav = factory.name().starts_with("avdec_");
                 if is_libav && element.has_property("max-threads") {
                     element.set_property("max-threads", threads);
                 }

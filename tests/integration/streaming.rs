@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 /// A gallery with Tony Blair (photos 1 and 2) and a 6 s video of his photo 3 appearing twice
 /// (0-2 s and 4-6 s, grey frames between).
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    setup_in(dir, "I420")
+}
+
+fn setup_in(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
     let gallery = dir.join("g.db");
     enroll_tony_blair(&gallery);
     let spec = VideoSpec {
@@ -19,6 +23,7 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
         fps: 10,
         photo_px: 120,
         spans: &[0..20, 40..60],
+        format,
     };
     (gallery, make_face_video(&dir.join("blair.mp4"), &spec))
 }
@@ -49,6 +54,56 @@ fn a_video_file_runs_to_eos_with_one_match_per_appearance() {
     // Stream time follows the video: the second visit starts at 4 s.
     let first_seen = |e: &serde_json::Value| e["first_seen_s"].as_f64().unwrap();
     assert!(first_seen(&events[0]) < 0.5 && (3.9..4.5).contains(&first_seen(&events[1])), "{events:#?}");
+}
+
+/// The H.264 decoder a run picks, from its log, and its events without the times.
+fn decoded_by(dir: &Path, gallery: &Path, video: &Path, config: &str) -> (String, Vec<serde_json::Value>) {
+    let path = dir.join("decoder.toml");
+    std::fs::write(&path, format!("version = 1\n{config}")).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_farsight"))
+        .args(["--config", path.to_str().unwrap(), "run", "--gallery", gallery.to_str().unwrap(), "--source"])
+        .arg(video)
+        .env("RUST_LOG", "info")
+        .env("FARSIGHT_HTTP_BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let log = stderr(&run);
+    let decoder = log.lines().find_map(|l| l.strip_suffix(" decodes the stream")?.rsplit(' ').next());
+    let events = events_of(&run.stdout)
+        .into_iter()
+        .map(|e| serde_json::json!([e["phase"], e["identity"], e["first_seen_s"]]))
+        .collect();
+    (decoder.unwrap_or_else(|| panic!("no decoder in the log:\n{log}")).to_owned(), events)
+}
+
+/// `pipeline.h264_decoder`: 4:2:0 H.264 (what cameras send) goes to OpenH264 by default; a
+/// stream OpenH264 cannot decode (4:4:4) goes to libav, as does every stream with `auto`. H.264
+/// decoding is exact, so the events are the same whichever decodes.
+#[test]
+fn h264_goes_to_openh264_unless_it_cannot_decode_the_stream_or_auto_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gallery, video) = setup_in(dir.path(), "I420");
+    let (decoder, lean) = decoded_by(dir.path(), &gallery, &video, "");
+    assert_eq!(decoder, "openh264dec");
+    assert_eq!(lean.len(), 4, "{lean:#?}");
+    let (decoder, auto) = decoded_by(dir.path(), &gallery, &video, "[pipeline]\nh264_decoder = \"auto\"\n");
+    assert_eq!((decoder.as_str(), &auto), ("avdec_h264", &lean));
+    let y444 = make_face_video(
+        &dir.path().join("blair444.mp4"),
+        &VideoSpec {
+            photo: &lfw_image("Tony_Blair", 3),
+            width: 320,
+            height: 240,
+            frames: 60,
+            fps: 10,
+            photo_px: 120,
+            spans: &[0..20, 40..60],
+            format: "Y444",
+        },
+    );
+    let (decoder, events) = decoded_by(dir.path(), &gallery, &y444, "");
+    assert_eq!((decoder.as_str(), events.len()), ("avdec_h264", 4), "{events:#?}");
 }
 
 #[test]

@@ -17,6 +17,9 @@ pub struct VideoSpec<'a> {
     /// Width the 250x250 LFW photo is scaled to (its face is about 40% of that).
     pub photo_px: u32,
     pub spans: &'a [std::ops::Range<u32>],
+    /// Raw format x264enc encodes: `I420` (4:2:0, what cameras send) or `Y444` (High 4:4:4,
+    /// which OpenH264 cannot decode).
+    pub format: &'a str,
 }
 
 pub fn make_face_video(out: &Path, spec: &VideoSpec) -> PathBuf {
@@ -35,7 +38,20 @@ pub fn make_face_video(out: &Path, spec: &VideoSpec) -> PathBuf {
         .args(["-q", "multifilesrc"])
         .arg(format!("location={}/f%05d.png", dir.path().display()))
         .args(["index=0", &format!("caps=image/png,framerate={}/1", spec.fps), "!", "pngdec", "!", "videoconvert"])
-        .args(["!", "x264enc", "threads=1", "key-int-max=10", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
+        .args([
+            "!",
+            &format!("video/x-raw,format={}", spec.format),
+            "!",
+            "x264enc",
+            "threads=1",
+            "key-int-max=10",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", out.display()))
         .status()
         .expect("gst-launch-1.0 runs (install gstreamer1.0-tools: scripts/install-deps.sh)");
