@@ -174,6 +174,11 @@ fn load_recognizer(config: &Config) -> Result<Recognizer> {
     Recognizer::load(config).context("loading the models")
 }
 
+/// [`load_recognizer`] for commands on photos: the small-face embedder loads on demand.
+fn load_recognizer_for_photos(config: &Config) -> Result<Recognizer> {
+    Recognizer::load_for_photos(config).context("loading the models")
+}
+
 fn gallery_path(config: &Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| config.gallery.clone())
 }
@@ -205,7 +210,7 @@ fn enroll(
             return Err(farsight::gallery::GalleryError::NoFolder { path: path.clone(), dir: dir.to_owned() }.into());
         }
     }
-    let rec = load_recognizer(config)?;
+    let rec = load_recognizer_for_photos(config)?;
     let id = rec.embedder().id().clone();
     if path.exists() {
         // Fail on a foreign or corrupt gallery before spending time on the images.
@@ -322,7 +327,7 @@ fn gallery_admin(config: &Config, gallery: Option<PathBuf>, action: GalleryActio
 }
 
 fn identify(config: &Config, gallery: Option<PathBuf>, paths: &[PathBuf]) -> Result<()> {
-    let rec = load_recognizer(config)?;
+    let rec = load_recognizer_for_photos(config)?;
     let path = gallery_path(config, gallery);
     let g = Gallery::open(&path, OpenMode::MustExist, Some(rec.embedder().id()))?;
     let snapshot = g.snapshot()?;

@@ -76,8 +76,6 @@ pub enum DetectError {
     Layout { path: String, what: String },
     #[error("frame of {0}x{1} pixels is empty")]
     EmptyFrame(u32, u32),
-    #[error("detector model {path} changed since farsight started: restart farsight to load the new file")]
-    Changed { path: std::path::PathBuf },
 }
 
 /// A loaded detector. Plans are made per input size on first use and cached; share it behind an

@@ -31,6 +31,9 @@ pub enum ModelError {
     Contract { path: PathBuf, what: String },
     #[error("running {path} failed")]
     Run { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+    /// A model released after its start-up check whose file is no longer the one checked.
+    #[error("model file {path} changed since farsight started: restart farsight to load the new file")]
+    Changed { path: PathBuf },
     /// A file that is there but unusable in its role, with what to do about it. `error` is kept
     /// out of the source chain on purpose: its text is already part of this message.
     #[error("{error}; {fix}")]
@@ -380,6 +383,17 @@ pub const KNOWN_FILES: &[&str] = &[
     "ftlgan-fp32.onnx",
     "lrembed.onnx",
 ];
+
+/// Gives the heap's free pages back to the kernel (glibc's `malloc_trim`), after a big
+/// transient such as a model parsed only to check it: glibc keeps freed pages, and the models
+/// loaded next do not fit the holes exactly and grow the heap past them.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Lower-case hex sha256 of the file at `path`, read as a stream.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {

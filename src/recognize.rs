@@ -69,44 +69,88 @@ pub struct Recognizer {
     models_dir: PathBuf,
 }
 
+/// A model checked at start that can be released and loaded again on first use (the photo
+/// detector in `run`, the small-face embedder in photo commands). On reload the file's sha256
+/// must be the one checked at start: a file swapped in since is refused, not loaded.
+struct Reloadable<T> {
+    path: PathBuf,
+    sha256: String,
+    loaded: OnceLock<Arc<T>>,
+    loading: Mutex<()>,
+}
+
+impl<T> Reloadable<T> {
+    /// `loaded` is `None` for a model checked and dropped: the first use loads it.
+    fn new(path: PathBuf, sha256: String, loaded: Option<Arc<T>>) -> Self {
+        let cell = OnceLock::new();
+        if let Some(m) = loaded {
+            let _ = cell.set(m);
+        }
+        Self { path, sha256, loaded: cell, loading: Mutex::new(()) }
+    }
+
+    /// The model, loaded by `load` if it was released.
+    fn get<E: From<ModelError>>(&self, what: &str, load: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+        if let Some(m) = self.loaded.get() {
+            return Ok(m);
+        }
+        let _one = self.loading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(m) = self.loaded.get() {
+            return Ok(m);
+        }
+        if crate::model::sha256_file(&self.path)? != self.sha256 {
+            return Err(ModelError::Changed { path: self.path.clone() }.into());
+        }
+        let m = load()?;
+        log::info!("{what} {} loaded again for its first use", self.path.display());
+        Ok(self.loaded.get_or_init(|| Arc::new(m)))
+    }
+
+    fn release(&mut self) {
+        self.loaded.take();
+    }
+}
+
 /// The photo detector (`detector.kind`: enroll, identify, eval, HTTP photos, image folders),
 /// checked at start; a daemon whose windows run another detector releases it
 /// ([`Recognizer::release_photo_detector`]) and it is loaded again on the first photo.
 struct PhotoDetector {
     config: DetectorConfig,
     models_dir: PathBuf,
-    /// Of the file checked at start: a file changed since is refused, not loaded.
-    sha256: String,
-    loaded: OnceLock<Arc<Detector>>,
-    loading: Mutex<()>,
+    model: Reloadable<Detector>,
 }
 
 impl PhotoDetector {
     fn get(&self) -> Result<&Detector, DetectError> {
-        if let Some(d) = self.loaded.get() {
-            return Ok(d);
-        }
-        let _one = self.loading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(d) = self.loaded.get() {
-            return Ok(d);
-        }
-        let path = self.models_dir.join(self.config.kind.file_name());
-        if crate::model::sha256_file(&path)? != self.sha256 {
-            return Err(DetectError::Changed { path });
-        }
-        let d = Detector::load(&self.models_dir, self.config.clone())?;
-        log::info!("photo detector {:?} loaded for its first photo", self.config.kind);
-        Ok(self.loaded.get_or_init(|| Arc::new(d)))
+        self.model.get("photo detector", || Detector::load(&self.models_dir, self.config.clone()))
     }
 }
 
 /// The small-face path: faces below `below` aligned px are upscaled by `upscale` (bicubic, the
-/// input the small-face embedder was trained on) and embedded by `embedder`.
+/// input the small-face embedder was trained on) and embedded by `embedder`. Photo commands
+/// load it on demand, after its start-up check ([`Recognizer::load_for_photos`]).
 struct SmallFace {
-    embedder: Embedder,
+    embedder: Reloadable<Embedder>,
     kind: EmbedderKind,
     below: f32,
     upscale: Box<dyn Restorer>,
+    models_dir: PathBuf,
+}
+
+impl SmallFace {
+    fn embedder(&self) -> Result<&Embedder, ModelError> {
+        self.embedder.get("small-face embedder", || Embedder::load_kind(&self.models_dir, self.kind))
+    }
+}
+
+/// Whether the small-face embedder stays loaded after its start-up check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SmallFaceResidency {
+    /// Loaded once and kept (`run`: small faces are what it is for).
+    Resident,
+    /// Checked, dropped, and loaded on the first face under `embed.small_face_below_px`:
+    /// `identify` of one photo 163 -> 137 MiB when it has no small face.
+    OnDemand,
 }
 
 /// How a face of a given aligned size is restored and embedded ([`Recognizer::route`]).
@@ -121,7 +165,7 @@ pub struct Route<'a> {
 impl std::fmt::Debug for Recognizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recognizer")
-            .field("detector", &self.detector.loaded.get())
+            .field("detector", &self.detector.model.loaded.get())
             .field("region_detector", &self.region_detector)
             .field("embedder", &self.embedder)
             .field("restorer", &self.restorer.name())
@@ -151,6 +195,30 @@ impl Recognizer {
     /// `config` and checks each on a probe input, so a bad model file fails here, at start. The
     /// restorers are built once and shared by every thread that uses this recognizer.
     pub fn load(config: &Config) -> Result<Self, LoadError> {
+        Self::load_with(config, SmallFaceResidency::Resident)
+    }
+
+    /// [`Recognizer::load`] for photo commands (`identify`, `enroll`): the small-face embedder
+    /// is checked first, while nothing else is resident, and dropped; the first face under
+    /// `embed.small_face_below_px` loads it again (its sha256 checked against the start's).
+    /// Start-up errors come in the same order as [`Recognizer::load`]'s.
+    pub fn load_for_photos(config: &Config) -> Result<Self, LoadError> {
+        Self::load_with(config, SmallFaceResidency::OnDemand)
+    }
+
+    fn load_with(config: &Config, residency: SmallFaceResidency) -> Result<Self, LoadError> {
+        // On demand, the small-face embedder's check comes first: parsing it holds ~80 MiB, so
+        // with SFace already resident it was the peak of a whole `identify`. Its error is
+        // reported in its usual place, after SFace's and the restorers'.
+        let early = match (residency, config.embed.small_face()) {
+            (SmallFaceResidency::OnDemand, Some(kind)) => {
+                Some(Embedder::load_kind(&config.models_dir, kind).map(|e| (kind, e.id().sha256.clone())))
+            }
+            _ => None,
+        };
+        if early.is_some() {
+            crate::model::return_freed_memory();
+        }
         // The embedders before the detectors: parsing one holds its file's weights twice (the
         // protobuf and tract's tensors, 77 MB for SFace's 38.5 MB), so the fewer models already
         // resident then, the lower the peak (`identify`'s peak heap 117 -> 101 MiB). The
@@ -160,12 +228,15 @@ impl Recognizer {
         let build = |kind| restore::build(kind, &config.models_dir).map_err(LoadError::Restorer);
         let restorer = build(config.restore.method)?;
         let fallback = build(config.restore.fallback)?;
-        let small_face_embedder = match config.embed.small_face() {
-            Some(kind) => {
-                Some((kind, Embedder::load_kind(&config.models_dir, kind).map_err(LoadError::SmallFaceEmbedder)?))
-            }
-            None => None,
-        };
+        let small_face_embedder = match (early, config.embed.small_face()) {
+            (Some(checked), _) => Some(checked.map(|(kind, sha256)| (kind, sha256, None))),
+            (None, Some(kind)) => Some(
+                Embedder::load_kind(&config.models_dir, kind).map(|e| (kind, e.id().sha256.clone(), Some(Arc::new(e)))),
+            ),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(LoadError::SmallFaceEmbedder)?;
         let detector = Arc::new(Detector::load(&config.models_dir, config.detector.clone())?);
         let region = DetectorConfig {
             kind: config.scene.detector,
@@ -178,11 +249,12 @@ impl Recognizer {
             Arc::new(Detector::load(&config.models_dir, region)?)
         };
         let small_face = match small_face_embedder {
-            Some((kind, embedder)) => Some(SmallFace {
-                embedder,
+            Some((kind, sha256, embedder)) => Some(SmallFace {
+                embedder: Reloadable::new(config.models_dir.join(kind.model_file()), sha256, embedder),
                 kind,
                 below: config.embed.small_face_below_px,
                 upscale: build(RestoreKind::Bicubic)?,
+                models_dir: config.models_dir.clone(),
             }),
             None => None,
         };
@@ -190,9 +262,11 @@ impl Recognizer {
             detector: PhotoDetector {
                 config: config.detector.clone(),
                 models_dir: config.models_dir.clone(),
-                sha256: detector.sha256().to_owned(),
-                loaded: OnceLock::from(detector),
-                loading: Mutex::new(()),
+                model: Reloadable::new(
+                    config.models_dir.join(config.detector.kind.file_name()),
+                    detector.sha256().to_owned(),
+                    Some(detector),
+                ),
             },
             region_detector,
             embedder,
@@ -206,15 +280,17 @@ impl Recognizer {
 
     /// The restorer and embedder a face spanning `aligned_px` frame pixels takes: the small-face
     /// path below its size, else the restore policy (no restorer at 112 px or more) and SFace.
-    pub fn route(&self, aligned_px: f32) -> Route<'_> {
+    /// Loads the small-face embedder again if it was released (an error if its file changed or
+    /// went missing since start).
+    pub fn route(&self, aligned_px: f32) -> Result<Route<'_>, EmbedError> {
         if aligned_px >= ALIGNED_SIZE as f32 {
-            return Route { restorer: None, embedder: &self.embedder, kind: EmbedderKind::Sface };
+            return Ok(Route { restorer: None, embedder: &self.embedder, kind: EmbedderKind::Sface });
         }
         if let Some(s) = self.small_face.as_ref().filter(|s| aligned_px < s.below) {
-            return Route { restorer: Some(s.upscale.as_ref()), embedder: &s.embedder, kind: s.kind };
+            return Ok(Route { restorer: Some(s.upscale.as_ref()), embedder: s.embedder()?, kind: s.kind });
         }
         let restorer = if aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
-        Route { restorer: Some(restorer.as_ref()), embedder: &self.embedder, kind: EmbedderKind::Sface }
+        Ok(Route { restorer: Some(restorer.as_ref()), embedder: &self.embedder, kind: EmbedderKind::Sface })
     }
 
     /// Aligned size below which the small-face path is taken (0 when it is off).
@@ -222,9 +298,10 @@ impl Recognizer {
         self.small_face.as_ref().map_or(0.0, |s| s.below)
     }
 
-    /// The small-face embedder when the path is on (evaluation reuses it).
-    pub fn small_face_embedder(&self) -> Option<(EmbedderKind, &Embedder)> {
-        self.small_face.as_ref().map(|s| (s.kind, &s.embedder))
+    /// The small-face embedder when the path is on (evaluation reuses it), loaded again if it
+    /// was released.
+    pub fn small_face_embedder(&self) -> Result<Option<(EmbedderKind, &Embedder)>, ModelError> {
+        self.small_face.as_ref().map(|s| Ok((s.kind, s.embedder()?))).transpose()
     }
 
     /// Loads an embedder from the same models folder (evaluation compares several); the ones
@@ -232,7 +309,7 @@ impl Recognizer {
     pub fn load_embedder(&self, kind: EmbedderKind) -> Result<Embedder, ModelError> {
         match (kind, &self.small_face) {
             (EmbedderKind::Sface, _) => Ok(self.embedder.clone()),
-            (k, Some(s)) if s.kind == k => Ok(s.embedder.clone()),
+            (k, Some(s)) if s.kind == k => Ok(s.embedder()?.clone()),
             (k, _) => Embedder::load_kind(&self.models_dir, k),
         }
     }
@@ -259,7 +336,7 @@ impl Recognizer {
         format!(
             "{:?} (sha256 {})",
             self.detector.config.kind,
-            &self.detector.sha256[..12.min(self.detector.sha256.len())]
+            &self.detector.model.sha256[..12.min(self.detector.model.sha256.len())]
         )
     }
 
@@ -268,8 +345,8 @@ impl Recognizer {
     /// peak). Kept when it is also the region detector: freeing it would free nothing, and the
     /// first photo would then load a second copy.
     pub fn release_photo_detector(&mut self) {
-        if self.detector.loaded.get().is_some_and(|d| !Arc::ptr_eq(d, &self.region_detector)) {
-            self.detector.loaded.take();
+        if self.detector.model.loaded.get().is_some_and(|d| !Arc::ptr_eq(d, &self.region_detector)) {
+            self.detector.model.release();
         }
     }
 
@@ -328,7 +405,7 @@ impl Recognizer {
     /// embedder saw. `frame` is the frame it was prepared from (a face of 112 px or more is
     /// warped from it straight to 112).
     pub fn finish(&self, frame: &RgbImage, p: &Prepared) -> Result<(Observation, RgbImage), RecognizeError> {
-        self.finish_routed(frame, p, self.route(p.aligned_px))
+        self.finish_routed(frame, p, self.route(p.aligned_px)?)
     }
 
     fn finish_routed(
@@ -354,7 +431,7 @@ impl Recognizer {
         native: &RgbImage,
         aligned_px: f32,
     ) -> Result<(Embedding, EmbedderKind), RecognizeError> {
-        let route = self.route(aligned_px.min(ALIGNED_SIZE as f32 - 0.5));
+        let route = self.route(aligned_px.min(ALIGNED_SIZE as f32 - 0.5))?;
         let restorer = route.restorer.unwrap_or(self.fallback.as_ref());
         Ok((route.embedder.embed(&restorer.restore(native)?)?, route.kind))
     }
@@ -366,7 +443,7 @@ impl Recognizer {
         frame: &RgbImage,
         alignment: &Alignment,
     ) -> Result<(Embedding, EmbedderKind), RecognizeError> {
-        let route = self.route(alignment.native_size());
+        let route = self.route(alignment.native_size())?;
         let (face, _) = match route.restorer {
             Some(r) => self.aligned_face(frame, alignment, r)?,
             None => (alignment.warp(frame, ALIGNED_SIZE).ok_or(RecognizeError::Degenerate)?, None),
@@ -425,12 +502,14 @@ impl Recognizer {
                 }
                 Err(e) => return Err(e),
             };
-            let mut route = self.route(p.aligned_px);
-            if template && route.kind != EmbedderKind::Sface {
+            let route = if template && p.aligned_px < ALIGNED_SIZE as f32 {
+                // A template is always SFace (restored by the policy when small): the small-face
+                // embedder is not even loaded.
                 let restorer = if p.aligned_px < self.restore_below { &self.restorer } else { &self.fallback };
-                route =
-                    Route { restorer: Some(restorer.as_ref()), embedder: &self.embedder, kind: EmbedderKind::Sface };
-            }
+                Route { restorer: Some(restorer.as_ref()), embedder: &self.embedder, kind: EmbedderKind::Sface }
+            } else {
+                self.route(p.aligned_px)?
+            };
             obs.push(self.finish_routed(frame, &p, route)?.0);
         }
         match obs.len() {

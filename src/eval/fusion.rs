@@ -272,7 +272,7 @@ pub fn run(rec: &Recognizer, opts: &FusionOptions) -> Result<FusionReport, EvalE
         photos: opts.photos,
         detector: rec.detector_label(),
         embedder: format!("{} (sha256 {})", rec.embedder().id().name, &rec.embedder().id().sha256[..12]),
-        small_face_path: rec.small_face_embedder().map(|(k, e)| {
+        small_face_path: rec.small_face_embedder()?.map(|(k, e)| {
             format!("{} below {} aligned px (sha256 {})", k.name(), rec.small_face_below(), &e.id().sha256[..12])
         }),
         images: images.len(),

@@ -289,7 +289,7 @@ pub fn run(rec: &Recognizer, opts: &EvalOptions) -> Result<Report, EvalError> {
             .iter()
             .map(|(_, e)| format!("{} (sha256 {})", e.id().name, &e.id().sha256[..12]))
             .collect(),
-        small_face_path: rec.small_face_embedder().map(|(k, e)| {
+        small_face_path: rec.small_face_embedder()?.map(|(k, e)| {
             format!("{} below {} aligned px (sha256 {})", k.name(), rec.small_face_below(), &e.id().sha256[..12])
         }),
         restorers: restorers

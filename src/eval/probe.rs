@@ -118,7 +118,7 @@ pub fn process(
                     }
                 }
                 if shipped {
-                    let route = rec.route(size as f32);
+                    let route = rec.route(size as f32)?;
                     let cached = made.get(&(route.restorer.map(|r| r.name().to_owned()), route.kind));
                     let v = match cached {
                         Some(v) => (v.clone(), route.kind),
@@ -152,7 +152,7 @@ pub fn process(
                     }
                 }
                 if shipped {
-                    let route = rec.route(al.native_size());
+                    let route = rec.route(al.native_size())?;
                     let cached = made.get(&(route.restorer.map(|r| r.name().to_owned()), route.kind));
                     let v = match cached {
                         Some(v) => (v.clone(), route.kind),

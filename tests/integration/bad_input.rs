@@ -339,6 +339,35 @@ fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
 }
 
 #[test]
+fn a_small_face_embedder_replaced_after_its_start_up_check_is_refused_not_loaded() {
+    // Photo commands check lrembed at start, drop it, and load it for the first small face: a
+    // file swapped in between must not be loaded unchecked.
+    let dir = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = farsight::config::Config { models_dir: dir.path().to_owned(), ..Default::default() };
+    let rec = farsight::recognize::Recognizer::load_for_photos(&config).unwrap();
+    let large = rec.route(60.0).unwrap();
+    assert_eq!(large.kind, farsight::embed::EmbedderKind::Sface);
+    std::fs::remove_file(dir.path().join("lrembed.onnx")).unwrap();
+    std::fs::copy(models.join("sface.onnx"), dir.path().join("lrembed.onnx")).unwrap();
+    let err = rec.route(14.0).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("lrembed.onnx changed since farsight started"), "{err}");
+    // The file checked at start loads on demand.
+    let rec = farsight::recognize::Recognizer::load_for_photos(&farsight::config::Config {
+        models_dir: models.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(rec.route(14.0).unwrap().kind, farsight::embed::EmbedderKind::Lrembed);
+}
+
+#[test]
 fn a_photo_detector_that_is_also_the_region_detector_is_kept_not_loaded_twice() {
     let mut config = farsight::config::Config {
         models_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
