@@ -11,8 +11,8 @@ packages=(
   pkg-config libclang-dev                                  # v4l's bindgen
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev      # gstreamer-rs
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good       # decodebin, appsink, rtspsrc, qtdemux
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly        # h264parse, x264enc (test videos)
-  gstreamer1.0-libav gstreamer1.0-tools                     # avdec_h264, gst-launch-1.0
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly        # h264parse, openh264dec (H.264); x264enc (test videos)
+  gstreamer1.0-libav gstreamer1.0-tools                     # avdec_h264 (4:4:4, h264_decoder = "auto"), gst-launch-1.0
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi   # the tests' RTSP server
   mosquitto procps                                          # the tests' MQTT broker; kill
   chromium chromium-driver                                  # the page's browser test (tests/integration/page.rs)
