@@ -169,6 +169,9 @@ impl Plan {
     pub fn run(&self, input: Vec<f32>) -> Result<Vec<Output>, ModelError> {
         let run_err = |e: TractError| ModelError::Run { path: self.path.clone(), source: e.into() };
         let tensor = Tensor::from_shape(&self.input_shape, &input).map_err(run_err)?;
+        // tract copied it: not kept alive through the run (a 640x480 detector input is 3.7 MB,
+        // per worker).
+        drop(input);
         let outputs = self.runnable.run(tvec!(tensor.into_tvalue())).map_err(run_err)?;
         outputs
             .iter()
