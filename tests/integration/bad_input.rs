@@ -5,7 +5,7 @@ use crate::common::{farsight, lfw_image, stderr};
 use farsight::embed::EmbedderId;
 use farsight::gallery::NewTemplate;
 use farsight::{Gallery, OpenMode};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Enrolls `image` (plus a good photo, so one bad image must spoil the whole enroll) and checks
 /// the command fails with `expect` in its message and the gallery file was never created.
@@ -314,10 +314,9 @@ fn bench_skips_a_missing_ftlgan_model_with_a_note() {
     assert!(skipped.contains("skipped") && skipped.contains("ftlgan.onnx is missing"), "{text}");
 }
 
-#[test]
-fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
-    // `run` frees the photo detector after its start-up check and loads it again for the first
-    // HTTP photo: a file swapped in between must not be loaded unchecked.
+/// A models folder of links to the repository's `.onnx` files (one can then be swapped for
+/// another file), and the repository's models folder.
+fn linked_models() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     for entry in std::fs::read_dir(&models).unwrap() {
@@ -326,6 +325,14 @@ fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
             std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
     }
+    (dir, models)
+}
+
+#[test]
+fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
+    // `run` frees the photo detector after its start-up check and loads it again for the first
+    // HTTP photo: a file swapped in between must not be loaded unchecked.
+    let (dir, models) = linked_models();
     let config = farsight::config::Config { models_dir: dir.path().to_owned(), ..Default::default() };
     let mut rec = farsight::recognize::Recognizer::load(&config).unwrap();
     rec.release_photo_detector();
@@ -342,14 +349,7 @@ fn a_photo_detector_replaced_after_start_is_refused_not_loaded() {
 fn a_small_face_embedder_replaced_after_its_start_up_check_is_refused_not_loaded() {
     // Photo commands check lrembed at start, drop it, and load it for the first small face: a
     // file swapped in between must not be loaded unchecked.
-    let dir = tempfile::tempdir().unwrap();
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    for entry in std::fs::read_dir(&models).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "onnx") {
-            std::os::unix::fs::symlink(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    let (dir, models) = linked_models();
     let config = farsight::config::Config { models_dir: dir.path().to_owned(), ..Default::default() };
     let rec = farsight::recognize::Recognizer::load_for_photos(&config).unwrap();
     let large = rec.route(60.0).unwrap();

@@ -15,6 +15,11 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
 fn setup_in(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
     let gallery = dir.join("g.db");
     enroll_tony_blair(&gallery);
+    (gallery, blair_video(&dir.join("blair.mp4"), format))
+}
+
+/// Tony Blair's photo 3 appearing at 0-2 s and 4-6 s of a 320x240 H.264 video of raw `format`.
+fn blair_video(out: &Path, format: &str) -> PathBuf {
     let spec = VideoSpec {
         photo: &lfw_image("Tony_Blair", 3),
         width: 320,
@@ -25,7 +30,7 @@ fn setup_in(dir: &Path, format: &str) -> (PathBuf, PathBuf) {
         spans: &[0..20, 40..60],
         format,
     };
-    (gallery, make_face_video(&dir.join("blair.mp4"), &spec))
+    make_face_video(out, &spec)
 }
 
 fn events_of(stdout: &[u8]) -> Vec<serde_json::Value> {
@@ -89,19 +94,7 @@ fn h264_goes_to_openh264_unless_it_cannot_decode_the_stream_or_auto_is_asked() {
     assert_eq!(lean.len(), 4, "{lean:#?}");
     let (decoder, auto) = decoded_by(dir.path(), &gallery, &video, "[pipeline]\nh264_decoder = \"auto\"\n");
     assert_eq!((decoder.as_str(), &auto), ("avdec_h264", &lean));
-    let y444 = make_face_video(
-        &dir.path().join("blair444.mp4"),
-        &VideoSpec {
-            photo: &lfw_image("Tony_Blair", 3),
-            width: 320,
-            height: 240,
-            frames: 60,
-            fps: 10,
-            photo_px: 120,
-            spans: &[0..20, 40..60],
-            format: "Y444",
-        },
-    );
+    let y444 = blair_video(&dir.path().join("blair444.mp4"), "Y444");
     let (decoder, events) = decoded_by(dir.path(), &gallery, &y444, "");
     assert_eq!((decoder.as_str(), events.len()), ("avdec_h264", 4), "{events:#?}");
 }
