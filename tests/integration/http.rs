@@ -444,7 +444,7 @@ fn run_streams_events_lists_them_from_sqlite_and_exports_metrics() {
     let (status, body) =
         server.post_photos("/api/identities/Tony%20Blair/photos?largest=true", &[("Tony_Blair", 1), ("Tony_Blair", 2)]);
     assert_eq!(status, 201, "{body}");
-    assert!(server.log().contains("photo detector Centerface loaded for its first photo"), "{}", server.log());
+    assert!(server.log().contains("centerface.onnx loaded again for its first use"), "{}", server.log());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let e = stream.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a match on the stream");
