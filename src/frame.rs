@@ -1,12 +1,12 @@
 //! [`Frame`]: one decoded picture from a camera, owned (a borrowed device buffer is copied once,
 //! in the source) and stamped where it was captured, so every later stage can measure latency.
 
-use image::RgbImage;
+use crate::source::Picture;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// One frame of one camera.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Frame {
     /// The camera's configured name.
     pub camera: Arc<str>,
@@ -20,10 +20,11 @@ pub struct Frame {
     /// fast it is processed), the nominal frame interval times `seq` for an image folder, and the
     /// time since the camera was first opened for a live source.
     pub ts: Duration,
-    /// 8-bit RGB pixels, tightly packed (any stride was removed by the source); empty (0x0) for
-    /// a frame nobody searches (no motion, no open track, no full scan due), whose pixels were
-    /// never converted to RGB.
-    pub image: RgbImage,
+    /// The pixels of a frame a worker will search: still in the decoder's YUV for GStreamer
+    /// sources (the worker converts them to RGB, so a queued 1080p frame holds 3.1 MB, not
+    /// 6.2), RGB for the others. `None` for a frame nobody searches (no motion, no open track,
+    /// no full scan due).
+    pub picture: Option<Picture>,
     /// Where the camera's motion stage saw movement, and whether the whole frame is to be scanned.
     pub motion: crate::motion::MotionOutcome,
 }

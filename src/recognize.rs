@@ -28,6 +28,9 @@ pub enum RecognizeError {
     Restore(#[from] RestoreError),
     #[error("the face's landmarks are degenerate (cannot align)")]
     Degenerate,
+    /// A frame whose pixels could not be converted to RGB.
+    #[error("bad frame: {0}")]
+    BadFrame(String),
 }
 
 /// A face found in a frame, with its embedding.

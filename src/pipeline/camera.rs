@@ -114,20 +114,10 @@ impl CameraThread {
                         };
                         let motion = motion.update(picture.luma(), ts.as_secs_f64());
                         let searched = motion.scan || !motion.regions.is_empty() || self.board.has_tracks(&self.name);
-                        let image = if searched {
-                            match picture.into_rgb() {
-                                Ok(image) => image,
-                                Err(message) => {
-                                    self.stats.count_error();
-                                    log::warn!("camera {}: skipping a bad frame: {message}", self.name);
-                                    continue;
-                                }
-                            }
-                        } else {
-                            image::RgbImage::new(0, 0)
-                        };
+                        // Converted to RGB by the worker that searches it.
+                        let picture = searched.then_some(picture);
                         let wall = SystemTime::now();
-                        let frame = Frame { camera: self.name.clone(), seq, captured, wall, ts, image, motion };
+                        let frame = Frame { camera: self.name.clone(), seq, captured, wall, ts, picture, motion };
                         seq += 1;
                         if !self.enqueue(frame, live) {
                             break Err(CameraEnd::Stopped);
@@ -290,7 +280,7 @@ mod tests {
             captured: Instant::now(),
             wall: SystemTime::now(),
             ts: Duration::from_millis(seq * 40),
-            image: image::RgbImage::new(2, 2),
+            picture: Some(crate::source::Picture::Rgb(image::RgbImage::new(2, 2))),
             motion: Default::default(),
         }
     }

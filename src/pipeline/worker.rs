@@ -47,11 +47,11 @@ pub(super) fn worker(mut queues: Vec<CameraQueue>, tx: Sender<TrackMsg>, cx: &Wo
         };
         let out = match msg {
             CameraMsg::End { camera } => TrackMsg { camera, ticket, body: TrackBody::End },
-            CameraMsg::Frame(frame) => {
+            CameraMsg::Frame(mut frame) => {
                 cx.stats.count_in();
                 // A panic inside recognition must not kill the worker: its ticket would never
                 // reach the tracker, which would then hold this camera's frames forever.
-                let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| look(cx, &frame)));
+                let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| look(cx, &mut frame)));
                 let outcome = match looked {
                     Ok(Ok(found)) => {
                         cx.stats.count_out();
@@ -82,22 +82,24 @@ pub(super) fn worker(mut queues: Vec<CameraQueue>, tx: Sender<TrackMsg>, cx: &Wo
 }
 
 /// Searches one frame and turns its faces into sightings (embedded or not).
-fn look(cx: &WorkerContext<'_>, frame: &Frame) -> Result<(Vec<Sighting>, SearchPlan), RecognizeError> {
-    if frame.image.width() == 0 {
+fn look(cx: &WorkerContext<'_>, frame: &mut Frame) -> Result<(Vec<Sighting>, SearchPlan), RecognizeError> {
+    let Some(picture) = frame.picture.take() else {
         // The camera saw no motion and no open track: nothing to search (and no pixels).
         return Ok((Vec::new(), SearchPlan::default()));
-    }
+    };
+    let image = picture.into_rgb().map_err(RecognizeError::BadFrame)?;
+    let frame = &*frame;
     let hints = cx.board.hints(&frame.camera);
-    let windows = scene::plan(frame.image.dimensions(), frame.seq, frame.ts, &frame.motion, &hints, cx.scene);
+    let windows = scene::plan(image.dimensions(), frame.seq, frame.ts, &frame.motion, &hints, cx.scene);
     if windows.is_empty() {
         return Ok((Vec::new(), SearchPlan::default()));
     }
-    let (faces, mut search) = scene::detect(cx.rec.region_detector(), &frame.image, &windows)?;
+    let (faces, mut search) = scene::detect(cx.rec.region_detector(), &image, &windows)?;
     search.full_scan = frame.motion.scan;
     let mut sightings = Vec::with_capacity(faces.len());
     for face in faces {
         cx.embeds.count_in();
-        let prepared = match cx.rec.prepare(&frame.image, &face) {
+        let prepared = match cx.rec.prepare(&image, &face) {
             Ok(p) => p,
             Err(RecognizeError::Degenerate) => {
                 log::debug!("skipping a face with degenerate landmarks at {:?}", face.rect);
@@ -119,7 +121,7 @@ fn look(cx: &WorkerContext<'_>, frame: &Frame) -> Result<(Vec<Sighting>, SearchP
             });
             continue;
         }
-        let (observation, aligned) = cx.rec.finish(&frame.image, &prepared)?;
+        let (observation, aligned) = cx.rec.finish(&image, &prepared)?;
         cx.embeds.count_out();
         sightings.push(Sighting::embedded(observation, q, cx.keep_crops.then_some(aligned)));
     }

@@ -14,8 +14,10 @@
 //! The appsink caps are pinned to `video/x-raw,format=I420` (videoconvert passes the decoder's
 //! frames through untouched when they already are, as H.264/H.265 decoders' usually are). A frame
 //! stays in its GStreamer buffer as a [`YuvFrame`]: the motion stage reads its Y plane, and only a
-//! frame the workers will search is converted to packed RGB, by GStreamer's own converter (the one
-//! videoconvert uses, so the pixels are the same as when the appsink asked for RGB). A static
+//! frame the workers will search is converted to packed RGB, by the worker that searches it (so
+//! the frame queue holds I420, half of RGB's bytes), with GStreamer's own converter (the one
+//! videoconvert uses, so the pixels are the same as when the appsink asked for RGB; one per
+//! stream, locked: it is not safe to share). A static
 //! scene therefore costs the decoder and a look at the Y plane, and no RGB frame pool is held
 //! (1080p: 545 -> 510 MiB peak RSS with the RGB caps and a 4-buffer appsink; see the README).
 //! Live sources use `max-buffers=1 drop=true` (the newest frame wins; GStreamer 1.22 has no
@@ -263,7 +265,11 @@ impl YuvFrame {
         let buffer = gst::Buffer::from_mut_slice(vec![0u8; output.size()]);
         let mut rgb = gst_video::VideoFrame::from_buffer_writable(buffer, output)
             .map_err(|_| "cannot map the RGB frame's buffer".to_owned())?;
-        self.converter.converter.frame(&self.frame, &mut rgb);
+        // One conversion at a time: GstVideoConverter keeps per-call scratch lines, and two
+        // workers converting at once crashed in libgstvideo (the binding calls it Sync).
+        let converter = self.converter.converter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        converter.frame(&self.frame, &mut rgb);
+        drop(converter);
         let stride = rgb.plane_stride().first().copied().unwrap_or(0).max(0) as usize;
         let row = width as usize * 3;
         match rgb.into_buffer().try_into_inner::<Vec<u8>>() {
@@ -285,7 +291,7 @@ impl YuvFrame {
 struct Converter {
     input: gst_video::VideoInfo,
     output: gst_video::VideoInfo,
-    converter: gst_video::VideoConverter,
+    converter: std::sync::Mutex<gst_video::VideoConverter>,
 }
 
 impl Converter {
@@ -308,7 +314,7 @@ impl Converter {
             .map_err(|e| e.to_string())?;
         let converter = gst_video::VideoConverter::new(input, &output, None).map_err(|e| e.to_string())?;
 
-        Ok(Self { input: input.clone(), output, converter })
+        Ok(Self { input: input.clone(), output, converter: std::sync::Mutex::new(converter) })
     }
 }
 
@@ -332,6 +338,51 @@ pub fn packed_rgb(data: &[u8], width: u32, height: u32, stride: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 4:2:0 H.264 clip of `frames` SMPTE bars (as cameras send; x264enc would keep
+    /// videotestsrc's 4:4:4 otherwise).
+    fn clip(dir: &std::path::Path, w: u32, h: u32, frames: u32) -> std::path::PathBuf {
+        let video = dir.join("clip.mp4");
+        let status = std::process::Command::new("gst-launch-1.0")
+            .args(["-q", "videotestsrc", &format!("num-buffers={frames}"), "pattern=smpte", "!"])
+            .arg(format!("video/x-raw,format=I420,width={w},height={h}"))
+            .args(["!", "x264enc", "threads=1", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
+            .arg(format!("location={}", video.display()))
+            .status()
+            .expect("gst-launch-1.0 runs (scripts/install-deps.sh installs it)");
+        assert!(status.success(), "encoding the test video failed (x264enc is in gstreamer1.0-plugins-ugly)");
+        video
+    }
+
+    /// Workers convert the frames they search: one stream's frames converted on two threads at
+    /// once crashed in libgstvideo (one GstVideoConverter, not safe to share) before the
+    /// converter was locked.
+    #[test]
+    fn frames_of_one_stream_converted_by_two_workers_at_once_do_not_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = clip(dir.path(), 320, 240, 16);
+        let cam = CameraConfig::from_url(video.to_str().unwrap());
+        let expected = frames(&mut GstSource::new(&cam, &cam.spec().unwrap()).unwrap());
+        let mut source = GstSource::new(&cam, &cam.spec().unwrap()).unwrap();
+        source.open().unwrap();
+        let mut pictures = Vec::new();
+        loop {
+            match source.pull(Duration::from_secs(5)).unwrap() {
+                Pulled::Frame { picture, .. } => pictures.push(picture),
+                Pulled::Pending => continue,
+                Pulled::End => break,
+            }
+        }
+        assert_eq!(pictures.len(), expected.len());
+        let (evens, odds): (Vec<_>, Vec<_>) = pictures.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let convert = |ps: Vec<(usize, super::super::Picture)>| {
+            std::thread::spawn(move || ps.into_iter().map(|(i, p)| (i, p.into_rgb().unwrap())).collect::<Vec<_>>())
+        };
+        let (a, b) = (convert(evens), convert(odds));
+        for (i, image) in a.join().unwrap().into_iter().chain(b.join().unwrap()) {
+            assert!(image == expected[i], "frame {i}");
+        }
+    }
 
     /// Every frame of `source`, converted to RGB.
     fn frames(source: &mut GstSource) -> Vec<RgbImage> {
@@ -363,23 +414,15 @@ mod tests {
         out
     }
 
-    /// A 4:2:0 stream (as cameras send; x264enc would keep videotestsrc's 4:4:4 otherwise, and
-    /// then both paths go through a lossy I420 step that is not the same).
+    /// A 4:2:0 stream (with 4:4:4 both paths would go through a lossy I420 step that is not
+    /// the same).
     #[test]
     fn frames_converted_on_demand_have_the_pixels_videoconvert_gives() {
         // 322 px rows are padded to 968 bytes (copied row by row); 320 px rows are not (the
         // converter writes straight into the image's Vec).
         for (w, h) in [(322, 242), (320, 240)] {
             let dir = tempfile::tempdir().unwrap();
-            let video = dir.path().join("clip.mp4");
-            let status = std::process::Command::new("gst-launch-1.0")
-                .args(["-q", "videotestsrc", "num-buffers=4", "pattern=smpte", "!"])
-                .arg(format!("video/x-raw,format=I420,width={w},height={h}"))
-                .args(["!", "x264enc", "threads=1", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
-                .arg(format!("location={}", video.display()))
-                .status()
-                .expect("gst-launch-1.0 runs (scripts/install-deps.sh installs it)");
-            assert!(status.success(), "encoding the test video failed (x264enc is in gstreamer1.0-plugins-ugly)");
+            let video = clip(dir.path(), w, h, 4);
             let cam = CameraConfig::from_url(video.to_str().unwrap());
             let mut ours = GstSource::new(&cam, &cam.spec().unwrap()).unwrap();
             let (a, b) = (frames(&mut ours), videoconvert_rgb(&ours.description.replace("format=I420", "format=RGB")));
