@@ -471,7 +471,11 @@ mod tests {
     fn a_region_seen_through_a_view_finds_what_a_copy_of_it_finds() {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
         let det = Detector::load(&models, DetectorConfig { kind: DetectorKind::Yunet, ..Default::default() }).unwrap();
-        let photo = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/obama.jpg")).unwrap().into_rgb8();
+        // An LFW photo (the README's test command does not fetch samples/; CI has only ../shared).
+        let lfw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/lfw/Tony_Blair/Tony_Blair_0001.jpg");
+        let photo = image::open(&lfw)
+            .unwrap_or_else(|e| panic!("{} (LFW from ../shared/datasets): {e}", lfw.display()))
+            .into_rgb8();
         let photo = image::imageops::resize(
             &photo,
             120,
