@@ -19,6 +19,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod gallery;
 pub mod geometry;
+pub mod heap;
 pub mod http;
 pub mod model;
 pub mod motion;

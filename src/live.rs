@@ -146,11 +146,14 @@ pub fn run(
         server.shutdown(HTTP_DRAIN);
     }
     let summary_report = result?;
+    let heap = farsight::heap::stats();
     log::info!(
-        "finished in {:.1}s: {} events; peak RSS {} MiB; sinks: {delivery:?}",
+        "finished in {:.1}s: {} events; peak RSS {} MiB (big-block heap: {} MiB high water, {} MiB live); sinks: {delivery:?}",
         summary_report.wall.as_secs_f64(),
         summary_report.events,
         summary_report.peak_rss_kib.map_or("?".to_owned(), |k| (k / 1024).to_string()),
+        heap.high_water >> 20,
+        heap.live >> 20,
     );
     if let Some(path) = summary {
         let frames = summary_report.stages.iter().find(|s| s.name == "recognize").map_or(0, |s| s.output);

@@ -7,6 +7,11 @@ mod live;
 
 use clap::Parser;
 
+/// Big blocks (tract's per-run buffers and weights) in a heap of their own, the rest in glibc's:
+/// see `farsight::heap`.
+#[global_allocator]
+static ALLOC: farsight::heap::Segregated = farsight::heap::Segregated;
+
 fn main() -> std::process::ExitCode {
     one_malloc_arena();
     let cli = cli::Cli::parse();

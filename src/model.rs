@@ -387,17 +387,6 @@ pub const KNOWN_FILES: &[&str] = &[
     "lrembed.onnx",
 ];
 
-/// Gives the heap's free pages back to the kernel (glibc's `malloc_trim`), after a big
-/// transient such as a model parsed only to check it: glibc keeps freed pages, and the models
-/// loaded next do not fit the holes exactly and grow the heap past them.
-pub fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free pages of the allocator's own heap.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Lower-case hex sha256 of the file at `path`, read as a stream.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let read_err = |source: std::io::Error| {

@@ -221,7 +221,7 @@ impl Recognizer {
         };
         if early.is_some() {
             // `identify` of one photo 142.5 -> 134.4 MiB (farm-bench, 12 pairs, quiet).
-            crate::model::return_freed_memory();
+            crate::heap::release_free_pages();
         }
         // The embedders before the detectors: parsing one holds its file's weights twice (the
         // protobuf and tract's tensors, 77 MB for SFace's 38.5 MB), so the fewer models already

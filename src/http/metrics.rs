@@ -55,6 +55,14 @@ fn gauge(value: f64) -> Metric {
     Metric::from_gauge(g)
 }
 
+fn labelled_gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
 /// Every metric family, as of now.
 fn gather(state: &Shared) -> Vec<MetricFamily> {
     let stages: Vec<_> = state.cx.live.stages();
@@ -157,6 +165,19 @@ fn gather(state: &Shared) -> Vec<MetricFamily> {
             "Peak resident set size of the process.",
             MetricType::GAUGE,
             vec![gauge(kib as f64 * 1024.0)],
+        ));
+    }
+    let heap = crate::heap::stats();
+    if heap.reserved > 0 {
+        families.push(family(
+            "farsight_big_block_heap_bytes",
+            "The heap of blocks of 256 KiB or more (model weights, inference buffers): bytes `live` \
+             now, and the `high_water` its top has reached.",
+            MetricType::GAUGE,
+            vec![
+                labelled_gauge(&[("kind", "live")], heap.live as f64),
+                labelled_gauge(&[("kind", "high_water")], heap.high_water as f64),
+            ],
         ));
     }
     families.push(family(

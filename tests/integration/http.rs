@@ -501,6 +501,10 @@ fn run_streams_events_lists_them_from_sqlite_and_exports_metrics() {
     assert!(sample(&samples, "farsight_stage_latency_seconds_count{stage=\"recognize\"}") > 0.0);
     assert!(sample(&samples, "farsight_stage_latency_seconds_bucket{stage=\"recognize\",le=\"+Inf\"}") > 0.0);
     assert!(sample(&samples, "farsight_resident_memory_bytes") > 10e6);
+    // The binary's allocator keeps the models' weights in its big-block heap.
+    let live = sample(&samples, "farsight_big_block_heap_bytes{kind=\"live\"}");
+    assert!(live > 10e6, "{text}");
+    assert!(sample(&samples, "farsight_big_block_heap_bytes{kind=\"high_water\"}") >= live);
     assert_eq!(sample(&samples, "farsight_ready"), 1.0);
 
     let (code, _) = server.daemon.take().unwrap().terminate();

@@ -1,0 +1,600 @@
+//! The binary's memory allocator: blocks of [`BIG`] bytes or more get a heap of their own, and
+//! everything smaller stays with the system allocator (glibc's malloc).
+//!
+//! Why: tract allocates every operation's output and packed input afresh on each run (a 640x480
+//! YuNet run makes ~1,000 blocks of 0.25-9 MB), the embedders' weights are blocks of the same
+//! sizes that live for the whole run, and the small long-lived allocations of every other thread
+//! (GStreamer, sqlite, tracks) land in the holes those big blocks leave in glibc's one arena. At
+//! the peak of a 640x480 `run` the arena held 144-158 MiB with only 57-62 MiB in use, and a
+//! `malloc_trim` every 100 ms did not lower the peak (the churn touches the whole arena between
+//! two trims). jemalloc, mimalloc, glibc's tunables and a size-class cache of mapped blocks were
+//! measured and did no better (scripts/bench/README.md, "Memory").
+//!
+//! [`BigHeap`] keeps big blocks apart, address-ordered first fit over one reserved stretch of
+//! address space: a freed block's space is reused by the next block that fits, lowest address
+//! first, and neighbours coalesce, so the heap's high-water mark stays close to the most bytes
+//! ever live at once. Pages are committed (`mprotect`) as the top grows and are kept when blocks
+//! are freed, so reuse costs no page faults; only a block of [`HUGE`] bytes or more (the
+//! embedders' f32 matrices while they are quantised at start-up) gives its pages back when
+//! freed, so start-up's peak does not stay resident through the run. [`release_free_pages`] gives
+//! back every free page (after loading, where a command knows the heap shrank).
+//!
+//! If the address space cannot be reserved, or the reservation is full, a big block comes from
+//! the system allocator instead; `dealloc` tells the two apart by address.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Blocks of this many bytes or more go to the big-block heap.
+pub const BIG: usize = 256 << 10;
+/// Blocks of this many bytes or more give their pages back to the kernel when freed.
+pub const HUGE: usize = 16 << 20;
+/// Every big block starts on, and is sized in, multiples of this.
+const GRAIN: usize = 64;
+/// Pages are made writable this many bytes at a time as the heap's top grows.
+const COMMIT_STEP: usize = 8 << 20;
+/// Free spans the heap can record; a span freed beyond this (never seen: a run has a few hundred
+/// big blocks live) is not reused and is counted in [`HeapStats::lost`].
+const MAX_SPANS: usize = 4096;
+const PAGE: usize = 4096;
+
+/// The process's big-block heap (what [`Segregated`] uses).
+static PROCESS: BigHeap = BigHeap::new(if cfg!(target_pointer_width = "64") { 64 << 30 } else { 1 << 30 });
+
+/// The global allocator of the `farsight` binary: [`BigHeap`] for blocks of [`BIG`] bytes or
+/// more, [`System`] for the rest.
+pub struct Segregated;
+
+// SAFETY: every block comes from System or from PROCESS, and is returned to the one that gave it
+// (decided by address, which a block keeps for its whole life).
+unsafe impl GlobalAlloc for Segregated {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= BIG {
+            if let Some(p) = PROCESS.alloc(layout) {
+                return p;
+            }
+        }
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= BIG {
+            if let Some(p) = PROCESS.alloc(layout) {
+                p.write_bytes(0, layout.size());
+                return p;
+            }
+        }
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if PROCESS.contains(ptr) {
+            PROCESS.dealloc(ptr, layout.size());
+        } else {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if PROCESS.contains(ptr) {
+            if PROCESS.resize_in_place(ptr, layout.size(), new_size) {
+                return ptr;
+            }
+        } else if new_size < BIG {
+            return System.realloc(ptr, layout, new_size);
+        }
+        // SAFETY: the caller guarantees new_size is a valid size for this alignment.
+        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+        let new = self.alloc(new_layout);
+        if !new.is_null() {
+            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+}
+
+/// What the process's big-block heap holds, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes of address space reserved (0 until the first big block, or if reserving failed).
+    pub reserved: usize,
+    /// Bytes in big blocks now.
+    pub live: usize,
+    /// The highest the heap's top has been, bytes above its start: what its pages can cost.
+    pub high_water: usize,
+    /// Free spans now recorded.
+    pub free_spans: usize,
+    /// Bytes freed that could not be recorded for reuse.
+    pub lost: usize,
+}
+
+/// The process heap's figures; all zero when the binary's allocator is not [`Segregated`].
+pub fn stats() -> HeapStats {
+    PROCESS.stats()
+}
+
+/// Gives every whole free page of the process's big-block heap back to the kernel, and glibc's
+/// free pages too (`malloc_trim`): for a command that has just dropped what it needed only to
+/// start.
+pub fn release_free_pages() {
+    PROCESS.release_free_pages();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+struct State {
+    /// `[base, end)` is reserved; both 0 before the first big block, and `end == base` once
+    /// reserving has failed.
+    base: usize,
+    end: usize,
+    tried: bool,
+    /// Everything at or above `top` is free; `[base, committed)` is writable.
+    top: usize,
+    committed: usize,
+    /// Free spans below `top`, sorted by address, never adjacent (they coalesce).
+    free: [Span; MAX_SPANS],
+    spans: usize,
+    live: usize,
+    high_water: usize,
+    lost: usize,
+}
+
+/// Address-ordered first fit over one reserved stretch of address space (see the module).
+pub struct BigHeap {
+    reserve: usize,
+    /// Copies of `State::base` and `State::end`, read without the lock by [`BigHeap::contains`].
+    base: AtomicUsize,
+    end: AtomicUsize,
+    state: Mutex<State>,
+}
+
+fn round_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+impl BigHeap {
+    /// A heap that reserves `reserve` bytes of address space at its first block (halving the
+    /// request down to 64 MiB when the system refuses).
+    pub const fn new(reserve: usize) -> Self {
+        BigHeap {
+            reserve,
+            base: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                base: 0,
+                end: 0,
+                tried: false,
+                top: 0,
+                committed: 0,
+                free: [Span { start: 0, len: 0 }; MAX_SPANS],
+                spans: 0,
+                live: 0,
+                high_water: 0,
+                lost: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; if something ever did, the state is still
+        // consistent between statements that change it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `ptr` was allocated by this heap.
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        // `end` is stored before `base`: a non-zero base means end is the one that goes with it.
+        let (p, base) = (ptr as usize, self.base.load(Ordering::Acquire));
+        base != 0 && p >= base && p < self.end.load(Ordering::Acquire)
+    }
+
+    /// A block for `layout`, or `None` when the heap has no room (or no address space).
+    pub fn alloc(&self, layout: Layout) -> Option<*mut u8> {
+        let size = round_up(layout.size().max(1), GRAIN);
+        let align = layout.align().max(GRAIN);
+        let mut s = self.lock();
+        if !s.tried {
+            s.tried = true;
+            if let Some((base, len)) = reserve(self.reserve) {
+                (s.base, s.end, s.top, s.committed) = (base, base + len, base, base);
+                self.end.store(base + len, Ordering::Release);
+                self.base.store(base, Ordering::Release);
+            }
+        }
+        if s.base == s.end {
+            return None;
+        }
+        let p = s.take_free(size, align).or_else(|| s.take_top(size, align))?;
+        s.live += size;
+        Some(p as *mut u8)
+    }
+
+    /// Returns the block at `ptr` of `size` bytes (the size it was allocated or last resized
+    /// with).
+    pub fn dealloc(&self, ptr: *mut u8, size: usize) {
+        let len = round_up(size.max(1), GRAIN);
+        let start = ptr as usize;
+        if len >= HUGE {
+            release(start, start + len);
+        }
+        let mut s = self.lock();
+        s.live -= len;
+        s.give_back(Span { start, len });
+    }
+
+    /// Shrinks the block at `ptr` from `old` to `new` bytes, or grows it into the free space
+    /// right after it; false when it cannot grow there.
+    pub fn resize_in_place(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
+        let (old, new) = (round_up(old.max(1), GRAIN), round_up(new.max(1), GRAIN));
+        let start = ptr as usize;
+        let mut s = self.lock();
+        if new <= old {
+            if new < old {
+                s.live -= old - new;
+                s.give_back(Span { start: start + new, len: old - new });
+            }
+            return true;
+        }
+        let (end, need) = (start + old, new - old);
+        if end == s.top {
+            if s.take_top(need, GRAIN) == Some(end) {
+                s.live += need;
+                return true;
+            }
+            return false;
+        }
+        let i = s.free[..s.spans].partition_point(|f| f.start < end);
+        if i < s.spans && s.free[i].start == end && s.free[i].len >= need {
+            if s.free[i].len == need {
+                s.remove(i);
+            } else {
+                s.free[i].start += need;
+                s.free[i].len -= need;
+            }
+            s.live += need;
+            return true;
+        }
+        false
+    }
+
+    /// See [`release_free_pages`].
+    pub fn release_free_pages(&self) {
+        let s = self.lock();
+        for f in &s.free[..s.spans] {
+            release(f.start, f.end());
+        }
+        if s.base != s.end {
+            release(s.top, s.committed);
+        }
+    }
+
+    pub fn stats(&self) -> HeapStats {
+        let s = self.lock();
+        HeapStats {
+            reserved: s.end - s.base,
+            live: s.live,
+            high_water: s.high_water,
+            free_spans: s.spans,
+            lost: s.lost,
+        }
+    }
+}
+
+impl State {
+    /// The lowest free span that holds `size` bytes at `align`, split around the block.
+    fn take_free(&mut self, size: usize, align: usize) -> Option<usize> {
+        for i in 0..self.spans {
+            let f = self.free[i];
+            let p = round_up(f.start, align);
+            if p + size > f.end() {
+                continue;
+            }
+            let (before, after) =
+                (Span { start: f.start, len: p - f.start }, Span { start: p + size, len: f.end() - p - size });
+            match (before.len > 0, after.len > 0) {
+                (false, false) => self.remove(i),
+                (true, false) => self.free[i] = before,
+                (false, true) => self.free[i] = after,
+                (true, true) => {
+                    if self.spans == MAX_SPANS {
+                        continue;
+                    }
+                    self.free[i] = before;
+                    self.insert(i + 1, after);
+                }
+            }
+            return Some(p);
+        }
+        None
+    }
+
+    /// A block at the top, making pages writable as needed.
+    fn take_top(&mut self, size: usize, align: usize) -> Option<usize> {
+        let p = round_up(self.top, align);
+        let end = p.checked_add(size).filter(|&e| e <= self.end)?;
+        if p > self.top && self.spans == MAX_SPANS {
+            return None;
+        }
+        if end > self.committed {
+            let to = round_up(end, COMMIT_STEP).min(self.end);
+            if !commit(self.committed, to) {
+                return None;
+            }
+            self.committed = to;
+        }
+        if p > self.top {
+            let gap = Span { start: self.top, len: p - self.top };
+            self.insert(self.spans, gap);
+        }
+        self.top = end;
+        self.high_water = self.high_water.max(end - self.base);
+        Some(p)
+    }
+
+    /// Records `span` as free: coalesced with its neighbours, and with the top when it reaches it.
+    fn give_back(&mut self, span: Span) {
+        let i = self.free[..self.spans].partition_point(|f| f.start < span.start);
+        let joins_prev = i > 0 && self.free[i - 1].end() == span.start;
+        let joins_next = i < self.spans && span.end() == self.free[i].start;
+        let at = match (joins_prev, joins_next) {
+            (true, true) => {
+                self.free[i - 1].len += span.len + self.free[i].len;
+                self.remove(i);
+                i - 1
+            }
+            (true, false) => {
+                self.free[i - 1].len += span.len;
+                i - 1
+            }
+            (false, true) => {
+                self.free[i] = Span { start: span.start, len: span.len + self.free[i].len };
+                i
+            }
+            (false, false) if span.end() == self.top => {
+                self.top = span.start;
+                return;
+            }
+            (false, false) => {
+                if self.spans == MAX_SPANS {
+                    self.lost += span.len;
+                    return;
+                }
+                self.insert(i, span);
+                i
+            }
+        };
+        if self.free[at].end() == self.top {
+            self.top = self.free[at].start;
+            self.remove(at);
+        }
+    }
+
+    fn insert(&mut self, i: usize, span: Span) {
+        self.free.copy_within(i..self.spans, i + 1);
+        self.free[i] = span;
+        self.spans += 1;
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.free.copy_within(i + 1..self.spans, i);
+        self.spans -= 1;
+    }
+}
+
+/// Reserves `len` bytes of address space (no memory committed), halving down to 64 MiB.
+fn reserve(mut len: usize) -> Option<(usize, usize)> {
+    #[cfg(unix)]
+    while len >= 64 << 20 {
+        // SAFETY: a new private mapping with no access; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            return Some((p as usize, len));
+        }
+        len /= 2;
+    }
+    let _ = &mut len;
+    None
+}
+
+/// Makes `[from, to)` of the reservation readable and writable.
+fn commit(from: usize, to: usize) -> bool {
+    #[cfg(unix)]
+    // SAFETY: the range lies inside our own reservation.
+    unsafe {
+        libc::mprotect(from as *mut libc::c_void, to - from, libc::PROT_READ | libc::PROT_WRITE) == 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (from, to);
+        false
+    }
+}
+
+/// Gives the whole pages inside `[from, to)` back to the kernel; they read as zero when touched
+/// again.
+fn release(from: usize, to: usize) {
+    let (a, b) = (round_up(from, PAGE), to / PAGE * PAGE);
+    #[cfg(unix)]
+    if b > a {
+        // SAFETY: the pages are free space of our own reservation; nothing reads them.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    /// Pages of `[p, p + len)` resident now, from mincore.
+    fn resident_pages(p: *mut u8, len: usize) -> usize {
+        let pages = len / PAGE;
+        let mut v = vec![0u8; pages];
+        // SAFETY: the range is mapped (inside the reservation, committed).
+        let rc = unsafe { libc::mincore(p as *mut libc::c_void, pages * PAGE, v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[test]
+    fn a_freed_block_is_reused_lowest_first_and_neighbours_coalesce() {
+        let heap = Box::new(BigHeap::new(256 << 20));
+        let mb = 1 << 20;
+        let a = heap.alloc(layout(mb, 8)).unwrap();
+        let b = heap.alloc(layout(mb, 8)).unwrap();
+        let c = heap.alloc(layout(mb, 8)).unwrap();
+        let _d = heap.alloc(layout(mb, 8)).unwrap();
+        assert_eq!(b as usize - a as usize, mb);
+        heap.dealloc(a, mb);
+        heap.dealloc(c, mb);
+        assert_eq!(heap.stats().free_spans, 2);
+        // A smaller block goes into the lowest hole.
+        let e = heap.alloc(layout(mb / 2, 8)).unwrap();
+        assert_eq!(e, a);
+        heap.dealloc(e, mb / 2);
+        // Freeing b joins a's hole, b and c's hole into one 3 MiB span that a 3 MiB block fits.
+        heap.dealloc(b, mb);
+        assert_eq!(heap.stats().free_spans, 1);
+        let f = heap.alloc(layout(3 * mb, 8)).unwrap();
+        assert_eq!(f, a);
+        let stats = heap.stats();
+        assert_eq!((stats.live, stats.high_water, stats.lost), (4 * mb, 4 * mb, 0));
+    }
+
+    #[test]
+    fn freeing_the_highest_block_lowers_the_top_through_free_spans_below_it() {
+        let heap = Box::new(BigHeap::new(256 << 20));
+        let mb = 1 << 20;
+        let blocks: Vec<_> = (0..4).map(|_| heap.alloc(layout(mb, 8)).unwrap()).collect();
+        heap.dealloc(blocks[1], mb);
+        heap.dealloc(blocks[2], mb);
+        heap.dealloc(blocks[3], mb);
+        assert_eq!(heap.stats().free_spans, 0, "all three joined the top");
+        let again = heap.alloc(layout(2 * mb, 8)).unwrap();
+        assert_eq!(again, blocks[1]);
+        assert_eq!(heap.stats().high_water, 4 * mb);
+    }
+
+    #[test]
+    fn alignment_is_kept_and_the_gap_it_leaves_is_reused() {
+        let heap = Box::new(BigHeap::new(256 << 20));
+        let a = heap.alloc(layout(BIG + 64, 64)).unwrap();
+        let b = heap.alloc(layout(BIG, 1 << 16)).unwrap();
+        assert_eq!(b as usize % (1 << 16), 0);
+        assert!(b as usize >= a as usize + BIG + 64);
+        // The gap between a and b (mmap gives page alignment, so there is one) is free, and the
+        // next block that fits goes there.
+        assert!(b as usize - (a as usize + BIG + 64) >= 64);
+        let c = heap.alloc(layout(64, 8)).unwrap();
+        assert_eq!(c as usize, a as usize + BIG + 64);
+    }
+
+    #[test]
+    fn resizing_in_place_shrinks_and_grows_into_the_space_after_a_block() {
+        let heap = Box::new(BigHeap::new(256 << 20));
+        let mb = 1 << 20;
+        let a = heap.alloc(layout(mb, 8)).unwrap();
+        assert!(heap.resize_in_place(a, mb, 3 * mb), "at the top it grows");
+        let b = heap.alloc(layout(mb, 8)).unwrap();
+        assert_eq!(b as usize, a as usize + 3 * mb);
+        assert!(heap.resize_in_place(a, 3 * mb, mb));
+        assert!(heap.resize_in_place(a, mb, 2 * mb), "into the tail it gave back");
+        assert!(!heap.resize_in_place(a, 2 * mb, 4 * mb), "b is in the way");
+        assert_eq!(heap.stats().live, 3 * mb);
+    }
+
+    #[test]
+    fn a_huge_block_gives_its_pages_back_when_freed_and_others_keep_theirs() {
+        let heap = Box::new(BigHeap::new(256 << 20));
+        let big = heap.alloc(layout(4 << 20, 4096)).unwrap();
+        let huge = heap.alloc(layout(HUGE, 4096)).unwrap();
+        let _guard = heap.alloc(layout(BIG, 4096)).unwrap();
+        // SAFETY: both blocks are ours and this long.
+        unsafe {
+            big.write_bytes(1, 4 << 20);
+            huge.write_bytes(1, HUGE);
+        }
+        assert_eq!(resident_pages(huge, HUGE), HUGE / PAGE);
+        heap.dealloc(big, 4 << 20);
+        heap.dealloc(huge, HUGE);
+        assert_eq!(resident_pages(big, 4 << 20), (4 << 20) / PAGE, "kept for reuse without faults");
+        assert_eq!(resident_pages(huge, HUGE), 0);
+        heap.release_free_pages();
+        assert_eq!(resident_pages(big, 4 << 20), 0);
+    }
+
+    /// Offsets of a block to mark: one byte in every 4,032 (so at least one a page), and its last.
+    fn marks(p: *mut u8, size: usize) -> impl Iterator<Item = usize> {
+        let first = (64 - p as usize % 64) % 64;
+        (first..size).step_by(4096 - 64).chain(std::iter::once(size - 1))
+    }
+
+    /// Random blocks of random sizes and alignments, each filled with its own byte and checked
+    /// before it is freed: no two live blocks overlap, and the books balance at the end.
+    #[test]
+    fn random_blocks_never_overlap_and_all_space_comes_back() {
+        let heap = Box::new(BigHeap::new(1 << 30));
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
+        for round in 0..4000 {
+            if live.len() < 40 && (next() % 3 != 0 || live.is_empty()) {
+                let size = BIG + (next() % (6 << 20)) as usize;
+                let align = 1 << (next() % 13);
+                let p = heap.alloc(layout(size, align)).unwrap();
+                assert_eq!(p as usize % align, 0);
+                let tag = (round % 251) as u8;
+                // SAFETY: the block is ours and `size` long.
+                unsafe { marks(p, size).for_each(|i| *p.add(i) = tag) };
+                live.push((p, size, tag));
+            } else {
+                let (p, size, tag) = live.swap_remove((next() as usize) % live.len());
+                // SAFETY: as above, still live.
+                assert!(marks(p, size).all(|i| unsafe { *p.add(i) } == tag), "a block was overwritten by another");
+                heap.dealloc(p, size);
+            }
+        }
+        for (p, size, _) in live.drain(..) {
+            heap.dealloc(p, size);
+        }
+        let stats = heap.stats();
+        assert_eq!((stats.live, stats.free_spans, stats.lost), (0, 0, 0));
+        assert!(stats.high_water < 40 * (7 << 20), "{stats:?}");
+    }
+}
