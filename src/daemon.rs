@@ -77,6 +77,9 @@ pub fn prepare(config: Config, create: bool) -> Result<Prepared, Problems> {
             // Checked above; video never uses it (its windows run `scene.detector`), and the
             // first photo sent over HTTP loads it again.
             rec.release_photo_detector();
+            // Start-up's transients (parsed files, the optimiser's copies of weights, the probe
+            // runs) are freed by now; their pages would otherwise stay resident under the run.
+            crate::heap::release_free_pages();
             Ok(Prepared { config, recognizer: Arc::new(rec), cameras, identities })
         }
         _ => Err(Problems(p)),

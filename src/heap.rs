@@ -12,17 +12,20 @@
 //!
 //! [`BigHeap`] keeps big blocks apart, address-ordered first fit over one reserved stretch of
 //! address space: a freed block's space is reused by the next block that fits, lowest address
-//! first, and neighbours coalesce, so the heap's high-water mark stays close to the most bytes
-//! ever live at once. Pages are committed (`mprotect`) as the top grows and are kept when blocks
-//! are freed, so reuse costs no page faults; only a block of [`HUGE`] bytes or more (the
-//! embedders' f32 matrices while they are quantised at start-up) gives its pages back when
-//! freed, so start-up's peak does not stay resident through the run. [`release_free_pages`] gives
-//! back every free page (after loading, where a command knows the heap shrank).
+//! first, and neighbours coalesce. The stretch is cut into [`SLOTS`] parts and each thread takes
+//! one at its first big block (the main thread, which loads the models, the first; each worker
+//! the next): one worker's per-run buffers are then not spread through the holes another left,
+//! and the holes start-up leaves are not touched again by the run. Pages are committed
+//! (`mprotect`) as a part's top grows and are kept when blocks are freed, so reuse costs no page
+//! faults; only a block of [`HUGE`] bytes or more (the embedders' f32 matrices while they are
+//! quantised at start-up) gives its pages back when freed, and [`release_free_pages`] gives back
+//! every free page once a command has started (`run` after loading its models).
 //!
 //! If the address space cannot be reserved, or the reservation is full, a big block comes from
 //! the system allocator instead; `dealloc` tells the two apart by address.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -34,9 +37,12 @@ pub const HUGE: usize = 16 << 20;
 const GRAIN: usize = 64;
 /// Pages are made writable this many bytes at a time as the heap's top grows.
 const COMMIT_STEP: usize = 8 << 20;
-/// Free spans the heap can record; a span freed beyond this (never seen: a run has a few hundred
-/// big blocks live) is not reused and is counted in [`HeapStats::lost`].
-const MAX_SPANS: usize = 4096;
+/// Free spans a slot can record; a span freed beyond this (never seen: a run has about 20) is not
+/// reused and is counted in [`HeapStats::lost`].
+const MAX_SPANS: usize = 1024;
+/// Parts of the reservation, each with its own lock, free spans and top (fewer where address
+/// space is scarce, so each stays big enough for start-up's peak).
+pub const SLOTS: usize = if cfg!(target_pointer_width = "64") { 8 } else { 4 };
 const PAGE: usize = 4096;
 
 /// The process's big-block heap (what [`Segregated`] uses).
@@ -102,7 +108,8 @@ pub struct HeapStats {
     pub reserved: usize,
     /// Bytes in big blocks now.
     pub live: usize,
-    /// The highest the heap's top has been, bytes above its start: what its pages can cost.
+    /// The highest each slot's top has been, bytes above its start, summed: what the heap's
+    /// pages can cost.
     pub high_water: usize,
     /// Free spans now recorded.
     pub free_spans: usize,
@@ -140,12 +147,10 @@ impl Span {
 }
 
 struct State {
-    /// `[base, end)` is reserved; both 0 before the first big block, and `end == base` once
-    /// reserving has failed.
-    base: usize,
-    end: usize,
-    tried: bool,
-    /// Everything at or above `top` is free; `[base, committed)` is writable.
+    /// This slot's part of the reservation, `[start, limit)`; empty until it is reserved.
+    start: usize,
+    limit: usize,
+    /// Everything at or above `top` is free; `[start, committed)` is writable.
     top: usize,
     committed: usize,
     /// Free spans below `top`, sorted by address, never adjacent (they coalesce).
@@ -156,17 +161,53 @@ struct State {
     lost: usize,
 }
 
-/// Address-ordered first fit over one reserved stretch of address space (see the module).
+impl State {
+    const EMPTY: State = State {
+        start: 0,
+        limit: 0,
+        top: 0,
+        committed: 0,
+        free: [Span { start: 0, len: 0 }; MAX_SPANS],
+        spans: 0,
+        live: 0,
+        high_water: 0,
+        lost: 0,
+    };
+}
+
+/// Address-ordered first fit over one reserved stretch of address space, in [`SLOTS`] parts
+/// that threads take in turn (see the module).
 pub struct BigHeap {
     reserve: usize,
-    /// Copies of `State::base` and `State::end`, read without the lock by [`BigHeap::contains`].
+    /// The reservation, `[base, end)`, read without a lock by [`BigHeap::contains`]; 0 until
+    /// reserved.
     base: AtomicUsize,
     end: AtomicUsize,
-    state: Mutex<State>,
+    /// Whether reserving has been tried (it is tried once).
+    tried: Mutex<bool>,
+    slots: [Mutex<State>; SLOTS],
 }
 
 fn round_up(v: usize, to: usize) -> usize {
     v.div_ceil(to) * to
+}
+
+thread_local! {
+    /// The slot this thread allocates big blocks from, taken at its first big block.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+/// This thread's slot: the main thread (which loads the models) takes the first, each worker
+/// the next, so one worker's per-run buffers are not spread through another's holes.
+fn my_slot() -> usize {
+    SLOT.try_with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS);
+        }
+        s.get()
+    })
+    .unwrap_or(0)
 }
 
 impl BigHeap {
@@ -177,25 +218,21 @@ impl BigHeap {
             reserve,
             base: AtomicUsize::new(0),
             end: AtomicUsize::new(0),
-            state: Mutex::new(State {
-                base: 0,
-                end: 0,
-                tried: false,
-                top: 0,
-                committed: 0,
-                free: [Span { start: 0, len: 0 }; MAX_SPANS],
-                spans: 0,
-                live: 0,
-                high_water: 0,
-                lost: 0,
-            }),
+            tried: Mutex::new(false),
+            slots: [const { Mutex::new(State::EMPTY) }; SLOTS],
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; if something ever did, the state is still
-        // consistent between statements that change it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Nothing panics while holding a lock; if something ever did, the state is still
+    /// consistent between the statements that change it.
+    fn lock(&self, slot: usize) -> std::sync::MutexGuard<'_, State> {
+        self.slots[slot].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot holding `ptr`, which must be [`BigHeap::contains`]'d.
+    fn slot_of(&self, ptr: usize) -> usize {
+        let (base, end) = (self.base.load(Ordering::Acquire), self.end.load(Ordering::Acquire));
+        ((ptr - base) / ((end - base) / SLOTS)).min(SLOTS - 1)
     }
 
     /// Whether `ptr` was allocated by this heap.
@@ -205,36 +242,51 @@ impl BigHeap {
         base != 0 && p >= base && p < self.end.load(Ordering::Acquire)
     }
 
-    /// A block for `layout`, or `None` when the heap has no room (or no address space).
-    pub fn alloc(&self, layout: Layout) -> Option<*mut u8> {
-        let size = round_up(layout.size().max(1), GRAIN);
-        let align = layout.align().max(GRAIN);
-        let mut s = self.lock();
-        if !s.tried {
-            s.tried = true;
+    /// Reserves the address space on the first call; false when there is none.
+    fn reserved(&self) -> bool {
+        if self.base.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
+        if !*tried {
+            *tried = true;
             if let Some((base, len)) = reserve(self.reserve) {
-                (s.base, s.end, s.top, s.committed) = (base, base + len, base, base);
-                self.end.store(base + len, Ordering::Release);
+                let part = len / SLOTS / PAGE * PAGE;
+                for i in 0..SLOTS {
+                    let mut s = self.lock(i);
+                    let start = base + i * part;
+                    (s.start, s.limit, s.top, s.committed) = (start, start + part, start, start);
+                }
+                self.end.store(base + part * SLOTS, Ordering::Release);
                 self.base.store(base, Ordering::Release);
             }
         }
-        if s.base == s.end {
+        self.base.load(Ordering::Acquire) != 0
+    }
+
+    /// A block for `layout` from the calling thread's slot, or `None` when that slot has no room
+    /// (or there is no address space).
+    pub fn alloc(&self, layout: Layout) -> Option<*mut u8> {
+        if !self.reserved() {
             return None;
         }
+        let size = round_up(layout.size().max(1), GRAIN);
+        let align = layout.align().max(GRAIN);
+        let mut s = self.lock(my_slot());
         let p = s.take_free(size, align).or_else(|| s.take_top(size, align))?;
         s.live += size;
         Some(p as *mut u8)
     }
 
     /// Returns the block at `ptr` of `size` bytes (the size it was allocated or last resized
-    /// with).
+    /// with), from whichever thread.
     pub fn dealloc(&self, ptr: *mut u8, size: usize) {
         let len = round_up(size.max(1), GRAIN);
         let start = ptr as usize;
         if len >= HUGE {
             release(start, start + len);
         }
-        let mut s = self.lock();
+        let mut s = self.lock(self.slot_of(start));
         s.live -= len;
         s.give_back(Span { start, len });
     }
@@ -244,7 +296,7 @@ impl BigHeap {
     pub fn resize_in_place(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
         let (old, new) = (round_up(old.max(1), GRAIN), round_up(new.max(1), GRAIN));
         let start = ptr as usize;
-        let mut s = self.lock();
+        let mut s = self.lock(self.slot_of(start));
         if new <= old {
             if new < old {
                 s.live -= old - new;
@@ -276,24 +328,28 @@ impl BigHeap {
 
     /// See [`release_free_pages`].
     pub fn release_free_pages(&self) {
-        let s = self.lock();
-        for f in &s.free[..s.spans] {
-            release(f.start, f.end());
-        }
-        if s.base != s.end {
+        for i in 0..SLOTS {
+            let s = self.lock(i);
+            for f in &s.free[..s.spans] {
+                release(f.start, f.end());
+            }
             release(s.top, s.committed);
         }
     }
 
     pub fn stats(&self) -> HeapStats {
-        let s = self.lock();
-        HeapStats {
-            reserved: s.end - s.base,
-            live: s.live,
-            high_water: s.high_water,
-            free_spans: s.spans,
-            lost: s.lost,
+        let mut h = HeapStats {
+            reserved: self.end.load(Ordering::Acquire) - self.base.load(Ordering::Acquire),
+            ..HeapStats::default()
+        };
+        for i in 0..SLOTS {
+            let s = self.lock(i);
+            h.live += s.live;
+            h.high_water += s.high_water;
+            h.free_spans += s.spans;
+            h.lost += s.lost;
         }
+        h
     }
 }
 
@@ -328,12 +384,12 @@ impl State {
     /// A block at the top, making pages writable as needed.
     fn take_top(&mut self, size: usize, align: usize) -> Option<usize> {
         let p = round_up(self.top, align);
-        let end = p.checked_add(size).filter(|&e| e <= self.end)?;
+        let end = p.checked_add(size).filter(|&e| e <= self.limit)?;
         if p > self.top && self.spans == MAX_SPANS {
             return None;
         }
         if end > self.committed {
-            let to = round_up(end, COMMIT_STEP).min(self.end);
+            let to = round_up(end, COMMIT_STEP).min(self.limit);
             if !commit(self.committed, to) {
                 return None;
             }
@@ -344,7 +400,7 @@ impl State {
             self.insert(self.spans, gap);
         }
         self.top = end;
-        self.high_water = self.high_water.max(end - self.base);
+        self.high_water = self.high_water.max(end - self.start);
         Some(p)
     }
 
@@ -564,7 +620,7 @@ mod tests {
     /// before it is freed: no two live blocks overlap, and the books balance at the end.
     #[test]
     fn random_blocks_never_overlap_and_all_space_comes_back() {
-        let heap = Box::new(BigHeap::new(1 << 30));
+        let heap = Box::new(BigHeap::new(8 << 30));
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;

@@ -64,13 +64,18 @@ impl std::fmt::Debug for ModelFile {
 impl ModelFile {
     /// Reads and parses `path`, recording its sha256.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        // The file is hashed as a stream and tract maps it to decode it: its bytes are never held
-        // on the heap. Reading them into a Vec first (and tract copying that Vec) kept three copies
-        // of SFace's 39 MB alive at once, the peak of a whole `identify`.
+        // The file is hashed as a stream, then read once into a buffer tract decodes in place:
+        // prost's copy of a big initializer (SFace's 25 MB last layer) is then the only one.
+        // Decoding from tract's memory map instead copied each such field twice (into a
+        // `Bytes`, then into the field's Vec) with the whole file mapped beside them: 150 -> 125
+        // MiB at lrembed's load, the peak of a 640x480 `run`. Reading into a Vec of our own and
+        // giving tract a copy of it kept three copies of SFace's 39 MB alive at once.
         let sha256 = sha256_file(path)?;
         let parse_err = |e: TractError| ModelError::Parse { path: path.to_owned(), source: e.into() };
         let onnx = onnx();
-        let proto = onnx.proto_model_for_path(path).map_err(parse_err)?;
+        let mut file =
+            std::fs::File::open(path).map_err(|source| ModelError::Read { path: path.to_owned(), source })?;
+        let proto = onnx.proto_model_for_read(&mut file).map_err(parse_err)?;
         let model = onnx.model_for_proto_model(&proto).map_err(parse_err)?;
         Ok(Self { path: path.to_owned(), sha256, model })
     }
