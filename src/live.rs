@@ -236,8 +236,13 @@ pub fn serve(mut config: Config, gallery: Option<PathBuf>, bind: Option<String>)
         server.local_addr(),
         config.gallery.display()
     );
+    let mut last_release = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if last_release.elapsed() >= farsight::heap::RELEASE_EVERY {
+            last_release = std::time::Instant::now();
+            farsight::heap::release_free_pages();
+        }
     }
     log::info!("stopping: answering what is in progress, refusing writes");
     server.shutdown(HTTP_DRAIN);

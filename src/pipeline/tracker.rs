@@ -19,12 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the tracker gives the allocator's free pages back to the kernel (`heap`), so that
-/// what a burst left behind (a big photo over HTTP, a thread gone) does not stay resident. The
-/// workers' per-run buffers then fault their pages back in: at 640x480 about 35 MiB, ~9k page
-/// faults, on the order of 10 ms of CPU a minute.
-const HEAP_RELEASE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// What a reload may change while the pipeline runs: the matching threshold, the tracking
 /// settings (new tracks use them; open tracks keep their shots) and the crops. Everything else
 /// needs a restart; `notes` says what was seen and left for one.
@@ -126,7 +120,7 @@ impl TrackerThread {
                 last_status = Instant::now();
                 self.report();
             }
-            if last_release.elapsed() >= HEAP_RELEASE_INTERVAL {
+            if last_release.elapsed() >= crate::heap::RELEASE_EVERY {
                 last_release = Instant::now();
                 crate::heap::release_free_pages();
             }
