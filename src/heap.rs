@@ -2,13 +2,14 @@
 //! everything smaller stays with the system allocator (glibc's malloc).
 //!
 //! Why: tract allocates every operation's output and packed input afresh on each run (a 640x480
-//! YuNet run makes ~1,000 blocks of 0.25-9 MB), the embedders' weights are blocks of the same
-//! sizes that live for the whole run, and the small long-lived allocations of every other thread
-//! (GStreamer, sqlite, tracks) land in the holes those big blocks leave in glibc's one arena. At
-//! the peak of a 640x480 `run` the arena held 144-158 MiB with only 57-62 MiB in use, and a
-//! `malloc_trim` every 100 ms did not lower the peak (the churn touches the whole arena between
-//! two trims). jemalloc, mimalloc, glibc's tunables and a size-class cache of mapped blocks were
-//! measured and did no better (scripts/bench/README.md, "Memory").
+//! YuNet run makes dozens of blocks of 0.25-9 MB, each worker ~8,000 over the 20 s bench video),
+//! the embedders' weights are blocks of the same sizes that live for the whole run, and the small
+//! long-lived allocations of every other thread (GStreamer, sqlite, tracks) land in the holes those
+//! big blocks leave in glibc's one arena. At the peak of a 640x480 `run` the arena held 144-158 MiB
+//! with only 57-62 MiB in use, and a `malloc_trim` every 100 ms did not lower the peak (the churn
+//! touches the whole arena between two trims). jemalloc, mimalloc, glibc's tunables and a size-
+//! class cache of mapped blocks were measured and did no better (scripts/bench/README.md,
+//! "Memory").
 //!
 //! [`BigHeap`] keeps big blocks apart, address-ordered first fit over one reserved stretch of
 //! address space: a freed block's space is reused by the next block that fits, lowest address
@@ -22,12 +23,15 @@
 //! every free page once a command has started (`run` after loading its models) and then once a
 //! minute ([`RELEASE_EVERY`]), so what a burst left behind does not stay resident.
 //!
+//! `FARSIGHT_BIG_HEAP=off` in the environment leaves every block to glibc: heaptrack, valgrind
+//! and `LD_PRELOAD`ed malloc wrappers see only what goes through malloc.
+//!
 //! If the address space cannot be reserved, or the reservation is full, a big block comes from
 //! the system allocator instead; `dealloc` tells the two apart by address.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Blocks of this many bytes or more go to the big-block heap.
@@ -50,7 +54,9 @@ const MAX_SPANS: usize = 1024;
 /// Parts of the reservation, each with its own lock, free spans and top (fewer where address
 /// space is scarce, so each stays big enough for start-up's peak).
 pub const SLOTS: usize = if cfg!(target_pointer_width = "64") { 8 } else { 4 };
-const PAGE: usize = 4096;
+/// Pages are given back in whole aligned stretches of this: the largest page size of the kernels
+/// farsight runs on (arm64 kernels may use 16 or 64 KiB pages), a multiple of the others.
+const RELEASE_GRAIN: usize = 64 << 10;
 
 /// The process's big-block heap (what [`Segregated`] uses).
 static PROCESS: BigHeap = BigHeap::new(PROCESS_RESERVE);
@@ -68,7 +74,7 @@ pub struct Segregated;
 // (decided by address, which a block keeps for its whole life).
 unsafe impl GlobalAlloc for Segregated {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= BIG {
+        if layout.size() >= BIG && enabled() {
             if let Some(p) = PROCESS.alloc(layout) {
                 return p;
             }
@@ -77,7 +83,7 @@ unsafe impl GlobalAlloc for Segregated {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= BIG {
+        if layout.size() >= BIG && enabled() {
             if let Some(p) = PROCESS.alloc(layout) {
                 p.write_bytes(0, layout.size());
                 return p;
@@ -99,7 +105,7 @@ unsafe impl GlobalAlloc for Segregated {
             if PROCESS.resize_in_place(ptr, layout.size(), new_size) {
                 return ptr;
             }
-        } else if new_size < BIG {
+        } else if new_size < BIG || !enabled() {
             return System.realloc(ptr, layout, new_size);
         }
         // SAFETY: the caller guarantees new_size is a valid size for this alignment.
@@ -110,6 +116,27 @@ unsafe impl GlobalAlloc for Segregated {
             self.dealloc(ptr, layout);
         }
         new
+    }
+}
+
+/// Whether [`Segregated`] uses the big-block heap: yes unless `FARSIGHT_BIG_HEAP=off` (then
+/// every block is glibc's, which is what heaptrack and valgrind see). Read once, with `getenv`
+/// (no allocation inside the allocator).
+fn enabled() -> bool {
+    static MODE: AtomicU8 = AtomicU8::new(0);
+    match MODE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            // SAFETY: getenv returns null or a NUL-terminated string that stays valid while
+            // nothing changes the environment, and farsight never does.
+            let off = unsafe {
+                let v = libc::getenv(c"FARSIGHT_BIG_HEAP".as_ptr());
+                !v.is_null() && std::ffi::CStr::from_ptr(v).to_bytes() == b"off"
+            };
+            MODE.store(if off { 2 } else { 1 }, Ordering::Relaxed);
+            !off
+        }
     }
 }
 
@@ -262,8 +289,11 @@ impl BigHeap {
         let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
         if !*tried {
             *tried = true;
-            if let Some((base, len)) = reserve(self.reserve) {
-                let part = len / SLOTS / PAGE * PAGE;
+            if let Some((at, len)) = reserve(self.reserve) {
+                // Parts start on COMMIT_STEP boundaries, so every mprotect is page-aligned
+                // whatever the kernel's page size.
+                let base = round_up(at, COMMIT_STEP);
+                let part = (len - (base - at)) / SLOTS / COMMIT_STEP * COMMIT_STEP;
                 for i in 0..SLOTS {
                     let mut s = self.lock(i);
                     let start = base + i * part;
@@ -507,7 +537,7 @@ fn commit(from: usize, to: usize) -> bool {
 /// Gives the whole pages inside `[from, to)` back to the kernel; they read as zero when touched
 /// again.
 fn release(from: usize, to: usize) {
-    let (a, b) = (round_up(from, PAGE), to / PAGE * PAGE);
+    let (a, b) = (round_up(from, RELEASE_GRAIN), to / RELEASE_GRAIN * RELEASE_GRAIN);
     #[cfg(unix)]
     if b > a {
         // SAFETY: the pages are free space of our own reservation; nothing reads them.
@@ -525,7 +555,10 @@ mod tests {
         Layout::from_size_align(size, align).unwrap()
     }
 
-    /// Pages of `[p, p + len)` resident now, from mincore.
+    const PAGE: usize = 4096;
+
+    /// Pages of `[p, p + len)` resident now, from mincore (4 KiB pages, as on the dev machine and
+    /// CI).
     fn resident_pages(p: *mut u8, len: usize) -> usize {
         let pages = len / PAGE;
         let mut v = vec![0u8; pages];

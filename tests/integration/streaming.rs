@@ -61,26 +61,59 @@ fn a_video_file_runs_to_eos_with_one_match_per_appearance() {
     assert!(first_seen(&events[0]) < 0.5 && (3.9..4.5).contains(&first_seen(&events[1])), "{events:#?}");
 }
 
-/// The H.264 decoder a run picks, from its log, and its events: phase, identity and the second
-/// the visit began (which frame a worker first searches varies a little from run to run).
-fn decoded_by(dir: &Path, gallery: &Path, video: &Path, config: &str) -> (String, Vec<serde_json::Value>) {
-    let path = dir.join("decoder.toml");
+/// A run's log and its events: phase, identity and the second the visit began (which frame a
+/// worker first searches varies a little from run to run).
+fn run_logged(
+    dir: &Path,
+    gallery: &Path,
+    video: &Path,
+    config: &str,
+    env: &[(&str, &str)],
+) -> (String, Vec<serde_json::Value>) {
+    let path = dir.join("run.toml");
     std::fs::write(&path, format!("version = 1\n{config}")).unwrap();
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_farsight"))
         .args(["--config", path.to_str().unwrap(), "run", "--gallery", gallery.to_str().unwrap(), "--source"])
         .arg(video)
         .env("RUST_LOG", "info")
         .env("FARSIGHT_HTTP_BIND", "127.0.0.1:0")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
-    let log = stderr(&run);
-    let decoder = log.lines().find_map(|l| l.strip_suffix(" decodes the stream")?.rsplit(' ').next());
     let events = events_of(&run.stdout)
         .into_iter()
         .map(|e| serde_json::json!([e["phase"], e["identity"], e["first_seen_s"].as_f64().map(f64::round)]))
         .collect();
+    (stderr(&run), events)
+}
+
+/// The H.264 decoder a run picks, from its log, and its events as [`run_logged`] gives them.
+fn decoded_by(dir: &Path, gallery: &Path, video: &Path, config: &str) -> (String, Vec<serde_json::Value>) {
+    let (log, events) = run_logged(dir, gallery, video, config, &[]);
+    let decoder = log.lines().find_map(|l| l.strip_suffix(" decodes the stream")?.rsplit(' ').next());
     (decoder.unwrap_or_else(|| panic!("no decoder in the log:\n{log}")).to_owned(), events)
+}
+
+/// The big-block heap's high water in MiB, from the line a run logs when it ends.
+fn big_heap_high_water(log: &str) -> u64 {
+    let tail = log.split("(big-block heap: ").nth(1).unwrap_or_else(|| panic!("no heap figures in the log:\n{log}"));
+    tail.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// The binary's allocator keeps big blocks in a heap of its own; `FARSIGHT_BIG_HEAP=off` leaves
+/// every block to glibc (for heaptrack and valgrind, which see only malloc), and the events are
+/// the same either way.
+#[test]
+fn the_big_block_heap_holds_the_models_unless_turned_off_and_changes_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gallery, video) = setup_in(dir.path(), "I420");
+    let (log, with_heap) = run_logged(dir.path(), &gallery, &video, "", &[]);
+    assert!(big_heap_high_water(&log) > 10, "{log}");
+    let (log, without) = run_logged(dir.path(), &gallery, &video, "", &[("FARSIGHT_BIG_HEAP", "off")]);
+    assert_eq!(big_heap_high_water(&log), 0, "{log}");
+    assert_eq!(with_heap.len(), 4, "{with_heap:#?}");
+    assert_eq!(without, with_heap);
 }
 
 /// `pipeline.h264_decoder`: 4:2:0 H.264 (what cameras send) goes to OpenH264 by default; a
