@@ -27,6 +27,9 @@ fn main() -> std::process::ExitCode {
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp(None).init();
+    if let Some(v) = std::env::var_os("FARSIGHT_BIG_HEAP").filter(|v| v != "off") {
+        log::warn!("FARSIGHT_BIG_HEAP={} is ignored: only \"off\" turns the big-block heap off", v.to_string_lossy());
+    }
     match commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
